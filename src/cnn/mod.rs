@@ -1,0 +1,1 @@
+//! Streaming CNN engine: IR, ONNX import, full-window and streaming executors, the `cnn` stage.

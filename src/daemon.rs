@@ -1,0 +1,1 @@
+//! Daemon integration: systemd notify protocol (READY, WATCHDOG, STOPPING) and signal handling.

@@ -1,0 +1,1 @@
+//! Signal processing: streaming resampling (rubato), STFT / log-mel, level metering.

@@ -1,0 +1,1 @@
+//! Assembles source → ring → stream worker → stages → sinks from a config; threads and lifecycle.
