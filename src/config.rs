@@ -12,19 +12,18 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// A whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+///
+/// Sections selected by a `kind` key (`[source]`, `[[stage]]`, `[[sink]]`) are dispatched by hand rather than by
+/// serde's internally tagged enums, which buffer their content and so lose the position of a bad key.
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// Process-wide settings.
-    #[serde(default)]
+    /// Process-wide settings (`[daemon]`).
     pub daemon: DaemonConfig,
-    /// Where the signal comes from.
+    /// Where the signal comes from (`[source]`).
     pub source: SourceConfig,
     /// Processing stages, in order (`[[stage]]`).
-    #[serde(default, rename = "stage")]
     pub stages: Vec<StageConfig>,
     /// Event and audio consumers (`[[sink]]`).
-    #[serde(default, rename = "sink")]
     pub sinks: Vec<SinkConfig>,
 }
 
@@ -61,8 +60,7 @@ impl Default for DaemonConfig {
 }
 
 /// `[source]`, selected by `kind`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// Live input from an audio device through cpal.
     Capture(CaptureSource),
@@ -226,7 +224,9 @@ impl std::str::FromStr for Length {
             .parse()
             .map_err(|_| format!("invalid length {s:?}: {num:?} is not a number"))?;
         if !(v.is_finite() && v >= 0.0) {
-            return Err(format!("invalid length {s:?}: must be finite and not negative"));
+            return Err(format!(
+                "invalid length {s:?}: must be finite and not negative"
+            ));
         }
         Ok(Length::Seconds(v * scale))
     }
@@ -257,8 +257,7 @@ impl<'de> Deserialize<'de> for Length {
 }
 
 /// `[[stage]]`, selected by `kind`. Every variant has a `name` (unique; sinks refer to it).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Debug, Clone)]
 pub enum StageConfig {
     /// RMS / peak meter with an activity detector.
     Level(LevelStageConfig),
@@ -324,8 +323,7 @@ pub enum SinkPolicy {
 }
 
 /// `[[sink]]`, selected by `kind`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[derive(Debug, Clone)]
 pub enum SinkConfig {
     /// One JSON object per event per line.
     Jsonl(JsonlSink),
@@ -395,6 +393,166 @@ fn default_playback_buffer() -> f64 {
     2.0
 }
 
+type DeValue<'i> = toml::Spanned<toml::de::DeValue<'i>>;
+
+/// A parse error with the byte range it concerns.
+struct TomlError {
+    message: String,
+    span: Option<Range<usize>>,
+}
+
+impl From<toml::de::Error> for TomlError {
+    fn from(e: toml::de::Error) -> Self {
+        TomlError {
+            message: e.message().to_string(),
+            span: e.span(),
+        }
+    }
+}
+
+fn toml_err(message: impl std::fmt::Display, span: Range<usize>) -> TomlError {
+    TomlError {
+        message: message.to_string(),
+        span: Some(span),
+    }
+}
+
+/// Deserialize one value with the toml deserializer itself, so errors keep the position of the offending key.
+fn value<'de, T: Deserialize<'de>>(v: &DeValue<'de>) -> Result<T, TomlError> {
+    Ok(T::deserialize(toml::de::ValueDeserializer::from(
+        v.clone(),
+    ))?)
+}
+
+/// Split a table that has a `kind` key into the kind and the remaining table.
+fn tagged<'i>(v: &DeValue<'i>, section: &str) -> Result<(String, DeValue<'i>), TomlError> {
+    let toml::de::DeValue::Table(t) = v.get_ref() else {
+        return Err(toml_err(format!("`{section}` must be a table"), v.span()));
+    };
+    let mut rest = t.clone();
+    let kind_key = t.keys().find(|k| k.get_ref().as_ref() == "kind").cloned();
+    let Some(kind_key) = kind_key else {
+        return Err(toml_err(
+            format!("`{section}` needs a `kind` key"),
+            v.span(),
+        ));
+    };
+    let kind_value = rest.remove(&kind_key).expect("key was just found");
+    let toml::de::DeValue::String(kind) = kind_value.get_ref() else {
+        return Err(toml_err("`kind` must be a string", kind_value.span()));
+    };
+    Ok((
+        kind.to_string(),
+        toml::Spanned::new(v.span(), toml::de::DeValue::Table(rest)),
+    ))
+}
+
+fn unknown_kind(section: &str, kind: &str, known: &[&str], v: &DeValue<'_>) -> TomlError {
+    let span = match v.get_ref() {
+        toml::de::DeValue::Table(t) => t
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == "kind")
+            .map(|(_, v)| v.span())
+            .unwrap_or(v.span()),
+        _ => v.span(),
+    };
+    toml_err(
+        format!(
+            "unknown {section} kind `{kind}`, expected one of {}",
+            known.join(", ")
+        ),
+        span,
+    )
+}
+
+fn source_config(v: &DeValue<'_>) -> Result<SourceConfig, TomlError> {
+    let (kind, rest) = tagged(v, "source")?;
+    Ok(match kind.as_str() {
+        "capture" => SourceConfig::Capture(value(&rest)?),
+        "wav" => SourceConfig::Wav(value(&rest)?),
+        "stdin" => SourceConfig::Stdin(value(&rest)?),
+        "tcp" => SourceConfig::Tcp(value(&rest)?),
+        "synth" => SourceConfig::Synth(value(&rest)?),
+        other => {
+            return Err(unknown_kind(
+                "source",
+                other,
+                &["capture", "wav", "stdin", "tcp", "synth"],
+                v,
+            ))
+        }
+    })
+}
+
+fn stage_config(v: &DeValue<'_>) -> Result<StageConfig, TomlError> {
+    let (kind, rest) = tagged(v, "stage")?;
+    Ok(match kind.as_str() {
+        "level" => StageConfig::Level(value(&rest)?),
+        other => return Err(unknown_kind("stage", other, &["level"], v)),
+    })
+}
+
+fn sink_config(v: &DeValue<'_>) -> Result<SinkConfig, TomlError> {
+    let (kind, rest) = tagged(v, "sink")?;
+    Ok(match kind.as_str() {
+        "jsonl" => SinkConfig::Jsonl(value(&rest)?),
+        "wav" => SinkConfig::Wav(value(&rest)?),
+        "playback" => SinkConfig::Playback(value(&rest)?),
+        other => {
+            return Err(unknown_kind(
+                "sink",
+                other,
+                &["jsonl", "wav", "playback"],
+                v,
+            ))
+        }
+    })
+}
+
+fn array_of<'i, T>(
+    v: &DeValue<'i>,
+    section: &str,
+    f: impl Fn(&DeValue<'i>) -> Result<T, TomlError>,
+) -> Result<Vec<T>, TomlError> {
+    match v.get_ref() {
+        toml::de::DeValue::Array(items) => items.iter().map(f).collect(),
+        _ => Err(toml_err(
+            format!("`{section}` must be an array of tables (write `[[{section}]]`)"),
+            v.span(),
+        )),
+    }
+}
+
+/// Parse the whole document into a [`Config`].
+fn parse_config(text: &str) -> Result<Config, TomlError> {
+    let doc = toml::de::DeTable::parse(text)?;
+    let mut daemon = None;
+    let mut source = None;
+    let mut stages = Vec::new();
+    let mut sinks = Vec::new();
+    for (k, v) in doc.get_ref().iter() {
+        match k.get_ref().as_ref() {
+            "daemon" => daemon = Some(value::<DaemonConfig>(v)?),
+            "source" => source = Some(source_config(v)?),
+            "stage" => stages = array_of(v, "stage", stage_config)?,
+            "sink" => sinks = array_of(v, "sink", sink_config)?,
+            other => {
+                return Err(toml_err(
+                    format!("unknown section `{other}`, expected one of `daemon`, `source`, `stage`, `sink`"),
+                    k.span(),
+                ))
+            }
+        }
+    }
+    let source = source.ok_or_else(|| toml_err("missing `[source]` section", 0..0))?;
+    Ok(Config {
+        daemon: daemon.unwrap_or_default(),
+        source,
+        stages,
+        sinks,
+    })
+}
+
 /// One step of a key path inside the document: a table key or an array index.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Key {
@@ -424,13 +582,14 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Read and parse `path`. Errors name `file:line:column` and the offending key.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read config: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::file(path, format!("cannot read config: {e}")))?;
         Self::parse(path, text)
     }
 
     /// Parse configuration text that came from `path` (used for messages and to resolve relative paths).
     pub fn parse(path: &Path, text: String) -> Result<Self> {
-        match toml::from_str::<Config>(&text) {
+        match parse_config(&text) {
             Ok(config) => Ok(ConfigFile {
                 path: path.to_path_buf(),
                 text,
@@ -481,7 +640,9 @@ impl ConfigFile {
 fn locate_in_table(table: &toml::de::DeTable<'_>, at: &[Key]) -> Option<Range<usize>> {
     let (first, rest) = at.split_first()?;
     let Key::Name(name) = first else { return None };
-    let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == name.as_str())?;
+    let (k, v) = table
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == name.as_str())?;
     if rest.is_empty() {
         return Some(k.span());
     }
@@ -530,10 +691,10 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
 
 /// Turn a toml/serde error into a one-line `file:line:column: reason`, pointing at the offending key itself when
 /// the message names one (serde reports unknown and duplicate fields against the enclosing table).
-fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
-    let message = e.message().trim().replace('\n', " ");
-    let mut start = e.span().map(|r| r.start).unwrap_or(0);
-    if let (Some(span), Some(field)) = (e.span(), quoted_field(&message)) {
+fn toml_error(path: &Path, text: &str, e: &TomlError) -> Error {
+    let message = e.message.trim().replace('\n', " ");
+    let mut start = e.span.as_ref().map(|r| r.start).unwrap_or(0);
+    if let (Some(span), Some(field)) = (e.span.clone(), quoted_field(&message)) {
         if let Some(off) = find_key(&text[span.clone()], field) {
             start = span.start + off;
         }
@@ -615,7 +776,9 @@ mod tests {
     fn semantic_error_locates_array_element_key() {
         let text = "[source]\nkind = \"synth\"\nsignal = \"sine\"\n\n[[stage]]\nkind = \"level\"\nname = \"a\"\n\n[[stage]]\nkind = \"level\"\nname = \"b\"\nhop = 7\n";
         let cf = parse(text).unwrap();
-        let err = cf.error_at(&["stage".into(), 1.into(), "hop".into()], "bad hop").to_string();
+        let err = cf
+            .error_at(&["stage".into(), 1.into(), "hop".into()], "bad hop")
+            .to_string();
         assert_eq!(err, "test.toml:12:1: stage[1].hop: bad hop");
     }
 

@@ -34,10 +34,7 @@ pub enum EventKind {
         scores: Vec<f32>,
     },
     /// A per-frame time series (fully convolutional models): `values[frame][channel]`, frames `period` samples apart.
-    Series {
-        period: u64,
-        values: Vec<Vec<f32>>,
-    },
+    Series { period: u64, values: Vec<Vec<f32>> },
     /// A class crossed its detection threshold.
     Detection { label: String, score: f32 },
     /// Voice activity: speech began.

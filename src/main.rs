@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sigflow", version, about = "Real-time streaming signal and speech processing daemon")]
+#[command(
+    name = "sigflow",
+    version,
+    about = "Real-time streaming signal and speech processing daemon"
+)]
 struct Cli {
     /// Log filter (overrides the config's `log-level`; `RUST_LOG` overrides both).
     #[arg(long, global = true)]

@@ -53,7 +53,11 @@ pub trait Source: Send {
     fn is_live(&self) -> bool;
     /// Start producing mono f32 samples into `ring` until `ctl.stop` is set or the input ends
     /// (then set `ctl.finished`).
-    fn start(self: Box<Self>, ring: rtrb::Producer<f32>, ctl: Arc<SourceControl>) -> Result<SourceHandle>;
+    fn start(
+        self: Box<Self>,
+        ring: rtrb::Producer<f32>,
+        ctl: Arc<SourceControl>,
+    ) -> Result<SourceHandle>;
 }
 
 /// Where events go. Each sink runs on its own thread and receives only the events routed to it.
