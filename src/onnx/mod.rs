@@ -1,1 +1,4 @@
-//! ONNX Runtime (ort) stage for stateful models we do not compile ourselves (e.g. Silero VAD).
+//! ONNX Runtime (ort) for stateful models we do not compile ourselves (e.g. Silero VAD), and as the reference
+//! peer in benchmarks.
+
+pub mod runtime;
