@@ -1,1 +1,4 @@
 //! Signal processing: streaming resampling (rubato), STFT / log-mel, level metering.
+
+pub mod framer;
+pub mod level;
