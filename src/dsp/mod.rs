@@ -1,1 +1,3 @@
 //! Signal processing: streaming resampling (rubato), STFT / log-mel, level metering.
+
+pub mod resample;
