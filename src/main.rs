@@ -18,10 +18,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// List audio input and output devices: ids for `device = …`, default and supported configurations.
+    Devices(sigflow::io::devices::DevicesArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = cli.log_level;
-    match cli.command {}
+    let result = match cli.command {
+        Command::Devices(args) => sigflow::io::devices::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
