@@ -28,6 +28,8 @@ enum Command {
         #[arg(required = true)]
         configs: Vec<PathBuf>,
     },
+    /// List audio input and output devices: ids for `device = …`, default and supported configurations.
+    Devices(sigflow::io::devices::DevicesArgs),
     /// Measure throughput and speed (see `sigflow bench --help`).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -77,6 +79,7 @@ fn run(cli: Cli) -> sigflow::Result<()> {
             }
             Ok(())
         }
+        Command::Devices(args) => sigflow::io::devices::run(&args),
         Command::Bench(b) => match b {
             BenchCommand::Pipeline(args) => sigflow::pipeline::bench::run(&args),
         },

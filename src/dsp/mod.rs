@@ -2,3 +2,4 @@
 
 pub mod framer;
 pub mod level;
+pub mod resample;
