@@ -32,7 +32,8 @@ impl Notifier {
                     Some(name) => SocketAddr::Abstract(name.as_bytes().to_vec()),
                     None => SocketAddr::Path(PathBuf::from(&s)),
                 };
-                let sock = UnixDatagram::unbound().map_err(|e| Error::io("creating the notify socket", e))?;
+                let sock = UnixDatagram::unbound()
+                    .map_err(|e| Error::io("creating the notify socket", e))?;
                 Ok(Notifier {
                     socket: Some((sock, addr)),
                 })
@@ -55,7 +56,8 @@ impl Notifier {
             SocketAddr::Path(p) => sock.send_to(state.as_bytes(), p),
             SocketAddr::Abstract(name) => send_abstract(sock, name, state.as_bytes()),
         };
-        sent.map(|_| ()).map_err(|e| Error::io(format!("sending {state:?} to NOTIFY_SOCKET"), e))
+        sent.map(|_| ())
+            .map_err(|e| Error::io(format!("sending {state:?} to NOTIFY_SOCKET"), e))
     }
 }
 
@@ -138,7 +140,12 @@ pub fn init_logging(level: &str) {
     let result = match journald {
         Some(layer) => registry.with(layer).try_init(),
         None => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_target(false),
+            )
             .try_init(),
     };
     let _ = result;
@@ -154,7 +161,10 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let rx = UnixDatagram::bind(&path).expect("bind");
         let n = Notifier {
-            socket: Some((UnixDatagram::unbound().expect("socket"), SocketAddr::Path(path))),
+            socket: Some((
+                UnixDatagram::unbound().expect("socket"),
+                SocketAddr::Path(path),
+            )),
         };
         n.notify("READY=1").expect("send");
         let mut buf = [0u8; 64];

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "sigflow", version, about = "Real-time streaming signal and speech processing daemon")]
+#[command(
+    name = "sigflow",
+    version,
+    about = "Real-time streaming signal and speech processing daemon"
+)]
 struct Cli {
     /// Log filter (overrides the config's `log-level`; `RUST_LOG` overrides both).
     #[arg(long, global = true)]
@@ -58,7 +62,9 @@ fn run(cli: Cli) -> sigflow::Result<()> {
             }
             let mut failed = 0;
             for path in &configs {
-                match ConfigFile::load(path).and_then(|cf| sigflow::pipeline::check::check(&cf).map(|_| cf)) {
+                match ConfigFile::load(path)
+                    .and_then(|cf| sigflow::pipeline::check::check(&cf).map(|_| cf))
+                {
                     Ok(cf) => println!(
                         "{}: ok ({} stage(s), {} sink(s))",
                         path.display(),

@@ -20,7 +20,8 @@ fn write_wav(path: &Path, rate: u32, samples: &[f32]) {
     };
     let mut w = hound::WavWriter::create(path, spec).expect("create wav");
     for &s in samples {
-        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16).expect("write sample");
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)
+            .expect("write sample");
     }
     w.finalize().expect("finalize wav");
 }
@@ -40,7 +41,10 @@ fn bursts(rate: u32, seconds: usize) -> Vec<f32> {
 }
 
 fn sigflow(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("run sigflow")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run sigflow")
 }
 
 fn write(path: &Path, text: &str) {
@@ -81,17 +85,32 @@ kind = "jsonl"
 "#,
     );
     let out = sigflow(&["run", cfg.to_str().expect("utf8")]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let evs: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let evs: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     let levels = events_of(&evs, "level");
     assert_eq!(levels.len(), 40, "4 s in 100 ms windows");
     // Tone windows: RMS of a 0.5 sine = -9.03 dBFS (16-bit quantised); silence at the floor.
-    let loud = levels.iter().filter(|e| (e["rms_dbfs"].as_f64().unwrap_or(0.0) + 9.03).abs() < 0.05).count();
+    let loud = levels
+        .iter()
+        .filter(|e| (e["rms_dbfs"].as_f64().unwrap_or(0.0) + 9.03).abs() < 0.05)
+        .count();
     assert_eq!(loud, 20);
     let acts: Vec<(f64, bool)> = events_of(&evs, "activity")
         .iter()
-        .map(|e| (e["time"].as_f64().unwrap_or(-1.0), e["active"].as_bool().unwrap_or(false)))
+        .map(|e| {
+            (
+                e["time"].as_f64().unwrap_or(-1.0),
+                e["active"].as_bool().unwrap_or(false),
+            )
+        })
         .collect();
     // On at the end of the first loud window (1.1 s); off after 200 ms hold below -36 dBFS (2.2 s); again.
     assert_eq!(acts.len(), 4, "{acts:?}");
@@ -100,7 +119,10 @@ kind = "jsonl"
     assert!((acts[2].0 - 3.1).abs() < 1e-9 && acts[2].1);
     // The last burst runs to the end of the file: closed at end of stream.
     assert!((acts[3].0 - 4.0).abs() < 1e-9 && !acts[3].1);
-    let status: Vec<&str> = events_of(&evs, "status").iter().filter_map(|e| e["message"].as_str()).collect();
+    let status: Vec<&str> = events_of(&evs, "status")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
     assert_eq!(status, vec!["started", "stopped"]);
 }
 
@@ -134,12 +156,21 @@ events = ["level"]
 "#,
     );
     let out = sigflow(&["run", cfg.to_str().expect("utf8")]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let evs = json_lines(&dir.path().join("out.jsonl"));
     let at = |stage: &str| -> Vec<(u64, f64)> {
         evs.iter()
             .filter(|e| e["stage"] == stage)
-            .map(|e| (e["sample"].as_u64().unwrap_or(0), e["rms_dbfs"].as_f64().unwrap_or(0.0)))
+            .map(|e| {
+                (
+                    e["sample"].as_u64().unwrap_or(0),
+                    e["rms_dbfs"].as_f64().unwrap_or(0.0),
+                )
+            })
             .collect()
     };
     let (a, b) = (at("lvl16"), at("lvl48"));
@@ -219,18 +250,28 @@ from = "input"
     assert!(status.success(), "exit {status:?}; stderr: {err}");
     let evs = json_lines(&dir.path().join("events.jsonl"));
     let levels = events_of(&evs, "level");
-    assert!(levels.len() >= 10, "ran about 1.5 s of 50 ms windows, got {}", levels.len());
+    assert!(
+        levels.len() >= 10,
+        "ran about 1.5 s of 50 ms windows, got {}",
+        levels.len()
+    );
     // Complete and in order: window k ends at sample 800·(k+1); the last line is the closing status.
     for (k, e) in levels.iter().enumerate() {
         assert_eq!(e["sample"].as_u64(), Some(800 * (k as u64 + 1)));
     }
-    assert_eq!(evs.last().map(|e| e["message"].clone()), Some(serde_json::json!("stopped")));
+    assert_eq!(
+        evs.last().map(|e| e["message"].clone()),
+        Some(serde_json::json!("stopped"))
+    );
     // The WAV of the input is valid and holds at least every sample the level stage measured.
     let r = hound::WavReader::open(dir.path().join("input.wav")).expect("valid wav after SIGTERM");
     assert_eq!(r.spec().sample_rate, 16_000);
     let n = r.len() as u64;
     assert!(n >= 800 * levels.len() as u64, "{n} samples");
-    assert!(n < 16_000 * 10, "stopped well before the end of the 30 s file: {n}");
+    assert!(
+        n < 16_000 * 10,
+        "stopped well before the end of the 30 s file: {n}"
+    );
 }
 
 #[test]
@@ -238,7 +279,8 @@ fn notify_socket_gets_ready_watchdog_and_stopping() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let cfg = dir.path().join("c.toml");
     write(
         &cfg,
@@ -266,7 +308,10 @@ name = "level"
     let mut buf = [0u8; 512];
     while t0.elapsed() < Duration::from_millis(1600) {
         match sock.recv(&mut buf) {
-            Ok(n) => got.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).to_string())),
+            Ok(n) => got.push((
+                Instant::now(),
+                String::from_utf8_lossy(&buf[..n]).to_string(),
+            )),
             Err(e) => panic!("no notification: {e}"),
         }
     }
@@ -274,18 +319,28 @@ name = "level"
     let status = wait_for(&mut child, Duration::from_secs(10));
     assert!(status.success());
     while let Ok(n) = sock.recv(&mut buf) {
-        got.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).to_string()));
+        got.push((
+            Instant::now(),
+            String::from_utf8_lossy(&buf[..n]).to_string(),
+        ));
         if got.last().is_some_and(|g| g.1.contains("STOPPING=1")) {
             break;
         }
     }
     assert!(got[0].1.starts_with("READY=1"), "{:?}", got[0].1);
-    let dogs: Vec<Instant> = got.iter().filter(|g| g.1 == "WATCHDOG=1").map(|g| g.0).collect();
+    let dogs: Vec<Instant> = got
+        .iter()
+        .filter(|g| g.1 == "WATCHDOG=1")
+        .map(|g| g.0)
+        .collect();
     // Half of 400 ms → one every ~200 ms over ~1.6 s.
     assert!(dogs.len() >= 5, "only {} watchdog pings", dogs.len());
     for w in dogs.windows(2) {
         let gap = w[1].duration_since(w[0]);
-        assert!(gap < Duration::from_millis(400), "watchdog gap {gap:?} exceeds WATCHDOG_USEC");
+        assert!(
+            gap < Duration::from_millis(400),
+            "watchdog gap {gap:?} exceeds WATCHDOG_USEC"
+        );
     }
     assert!(got.iter().any(|g| g.1.contains("STOPPING=1")));
 }
@@ -309,10 +364,16 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(600));
-    write(&cfg, "[source]\nkind = \"synth\"\nsignal = \"sine\"\nbogus = 1\n");
+    write(
+        &cfg,
+        "[source]\nkind = \"synth\"\nsignal = \"sine\"\nbogus = 1\n",
+    );
     signal(&child, libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(child.try_wait().expect("try_wait").is_none(), "a refused reload must not stop the daemon");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "a refused reload must not stop the daemon"
+    );
     write(&cfg, &conf("second"));
     signal(&child, libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(800));
@@ -323,14 +384,23 @@ fn sighup_reloads_a_good_config_and_refuses_a_bad_one() {
         let _ = e.read_to_string(&mut err);
     }
     assert!(status.success(), "{err}");
-    assert!(err.contains("reload refused") && err.contains("bogus"), "stderr: {err}");
+    assert!(
+        err.contains("reload refused") && err.contains("bogus"),
+        "stderr: {err}"
+    );
     let first = json_lines(&dir.path().join("first.jsonl"));
     let second = json_lines(&dir.path().join("second.jsonl"));
     // The first pipeline ran through the refused reload (≈1.1 s of 100 ms windows) and was closed cleanly.
     assert!(events_of(&first, "level").len() >= 8, "{}", first.len());
-    assert_eq!(first.last().map(|e| e["message"].clone()), Some(serde_json::json!("stopped")));
+    assert_eq!(
+        first.last().map(|e| e["message"].clone()),
+        Some(serde_json::json!("stopped"))
+    );
     assert!(events_of(&second, "level").len() >= 4);
-    assert_eq!(second.last().map(|e| e["message"].clone()), Some(serde_json::json!("stopped")));
+    assert_eq!(
+        second.last().map(|e| e["message"].clone()),
+        Some(serde_json::json!("stopped"))
+    );
 }
 
 /// Runs `sigflow check` on a config and returns (exit ok, stderr).
@@ -338,7 +408,10 @@ fn check(dir: &Path, text: &str) -> (bool, String) {
     let cfg = dir.join("bad.toml");
     write(&cfg, text);
     let out = sigflow(&["check", cfg.to_str().expect("utf8")]);
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 fn assert_one_line_error(dir: &Path, text: &str, expect: &[&str]) {
@@ -361,8 +434,16 @@ fn bad_configs_get_one_line_errors_naming_file_and_place() {
         "[source]\nkind = \"synth\"\nsignal = \"sine\"\nfrequncy = 3.0\n",
         &["bad.toml:4:1", "frequncy"],
     );
-    assert_one_line_error(d, "[source]\nkind = \"synth\"\nsignal = \"sine\"\nrate = \"fast\"\n", &["bad.toml:4:"]);
-    assert_one_line_error(d, "[source]\nkind = \"wav\"\npath = \"nope.wav\"\n", &["bad.toml:3:", "nope.wav"]);
+    assert_one_line_error(
+        d,
+        "[source]\nkind = \"synth\"\nsignal = \"sine\"\nrate = \"fast\"\n",
+        &["bad.toml:4:"],
+    );
+    assert_one_line_error(
+        d,
+        "[source]\nkind = \"wav\"\npath = \"nope.wav\"\n",
+        &["bad.toml:3:", "nope.wav"],
+    );
     assert_one_line_error(
         d,
         "[source]\nkind = \"synth\"\nsignal = \"sine\"\n\n[[stage]]\nkind = \"level\"\nname = \"a\"\nrate = 0\n",
@@ -378,7 +459,11 @@ fn bad_configs_get_one_line_errors_naming_file_and_place() {
         "[source]\nkind = \"capture\"\ndevice = \"no-such-device-xyz\"\n",
         &["bad.toml:3:", "no-such-device-xyz"],
     );
-    assert_one_line_error(d, "[source]\nkind = \"microphone\"\n", &["bad.toml:2:", "microphone"]);
+    assert_one_line_error(
+        d,
+        "[source]\nkind = \"microphone\"\n",
+        &["bad.toml:2:", "microphone"],
+    );
     let missing = PathBuf::from(d).join("absent.toml");
     let out = sigflow(&["check", missing.to_str().expect("utf8")]);
     assert!(!out.status.success());
@@ -396,7 +481,11 @@ fn bad_wav_files_get_one_line_errors() {
     corrupt[0..4].copy_from_slice(b"JUNK");
     std::fs::write(d.join("corrupt.wav"), &corrupt).expect("write");
     for name in ["truncated.wav", "corrupt.wav"] {
-        assert_one_line_error(d, &format!("[source]\nkind = \"wav\"\npath = \"{name}\"\n"), &[name]);
+        assert_one_line_error(
+            d,
+            &format!("[source]\nkind = \"wav\"\npath = \"{name}\"\n"),
+            &[name],
+        );
     }
     // A config that passes the check but whose WAV turns out unreadable at run time also fails cleanly.
     let cfg = d.join("run.toml");
@@ -404,7 +493,10 @@ fn bad_wav_files_get_one_line_errors() {
     let out = sigflow(&["run", cfg.to_str().expect("utf8")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("corrupt.wav") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("corrupt.wav") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -441,6 +533,14 @@ fn systemd_unit_verifies() {
         .args(["verify", copy.to_str().expect("utf8")])
         .output()
         .expect("systemd-analyze must be installed (Debian package systemd)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "verify printed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "verify printed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

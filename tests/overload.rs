@@ -26,7 +26,9 @@ impl Stage for SlowStage {
         self.rate
     }
     fn push(&mut self, samples: &[f32], _out: &mut Vec<Event>) {
-        std::thread::sleep(Duration::from_secs_f64(2.0 * samples.len() as f64 / self.rate as f64));
+        std::thread::sleep(Duration::from_secs_f64(
+            2.0 * samples.len() as f64 / self.rate as f64,
+        ));
         if let Ok(mut s) = self.seen.lock() {
             *s += samples.len() as u64;
         }
@@ -62,7 +64,8 @@ fn rss_kib() -> u64 {
 #[test]
 fn slow_stage_causes_counted_overruns_without_blocking_the_source() {
     let rate = 16_000u32;
-    let text = "[daemon]\nring-seconds = 0.25\noverrun-report-ms = 200\n\n[source]\nkind = \"synth\"\n\
+    let text =
+        "[daemon]\nring-seconds = 0.25\noverrun-report-ms = 200\n\n[source]\nkind = \"synth\"\n\
                 signal = \"noise\"\nrealtime = true\n";
     let cf = ConfigFile::parse(Path::new("overload.toml"), text.to_string()).expect("config");
     let mut p = Pipeline::from_config(&cf).expect("pipeline");
@@ -98,7 +101,10 @@ fn slow_stage_causes_counted_overruns_without_blocking_the_source() {
     let lost = ctl.lost.load(std::sync::atomic::Ordering::Relaxed);
     // The live source kept real time: everything it generated was either pushed or counted as lost.
     let generated = (pushed + lost) as f64 / rate as f64;
-    assert!((generated - ran).abs() / ran < 0.1, "source produced {generated:.2} s in {ran:.2} s");
+    assert!(
+        (generated - ran).abs() / ran < 0.1,
+        "source produced {generated:.2} s in {ran:.2} s"
+    );
     // Half of it could not be processed in time.
     assert!(lost as f64 > 0.3 * rate as f64 * ran, "lost only {lost}");
     assert_eq!(report.lost, lost, "every lost sample is reported");
@@ -111,10 +117,21 @@ fn slow_stage_causes_counted_overruns_without_blocking_the_source() {
         })
         .sum();
     assert_eq!(reported, lost, "overrun events add up to the counter");
-    assert!(evs.iter().filter(|e| matches!(e.kind, EventKind::Overrun { .. })).count() >= 3);
+    assert!(
+        evs.iter()
+            .filter(|e| matches!(e.kind, EventKind::Overrun { .. }))
+            .count()
+            >= 3
+    );
     // Responsive: the stop drains at most a quarter-second ring at half speed, plus a block.
-    assert!(stop_took < Duration::from_secs(2), "stop took {stop_took:?}");
+    assert!(
+        stop_took < Duration::from_secs(2),
+        "stop took {stop_took:?}"
+    );
     // Bounded memory: nothing grows with the backlog (the ring holds 0.25 s).
-    assert!(rss_peak < rss_before + 64 * 1024, "RSS grew from {rss_before} to {rss_peak} KiB");
+    assert!(
+        rss_peak < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} to {rss_peak} KiB"
+    );
     assert_eq!(*seen.lock().expect("seen"), report.samples);
 }

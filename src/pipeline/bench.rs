@@ -67,7 +67,10 @@ pub fn measure(source_rate: u32, stage_rate: u32, seconds: f64) -> Result<Pipeli
 pub fn run(args: &PipelineBenchArgs) -> Result<()> {
     let r = measure(args.source_rate, args.stage_rate, args.seconds)?;
     if args.json {
-        println!("{}", serde_json::to_string(&r).map_err(|e| crate::Error::Other(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string(&r).map_err(|e| crate::Error::Other(e.to_string()))?
+        );
     } else {
         println!(
             "source {} Hz → ring → resample → level @ {} Hz: {:.1} s of audio in {:.3} s = {:.0}× real time \

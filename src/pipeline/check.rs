@@ -33,7 +33,10 @@ fn k(s: &str) -> Key {
 
 fn rate_ok(cf: &ConfigFile, at: &[Key], rate: u32) -> Result<()> {
     if rate == 0 || rate > MAX_RATE {
-        return Err(cf.error_at(at, format!("sample rate {rate} Hz is impossible (1..={MAX_RATE})")));
+        return Err(cf.error_at(
+            at,
+            format!("sample rate {rate} Hz is impossible (1..={MAX_RATE})"),
+        ));
     }
     Ok(())
 }
@@ -43,16 +46,25 @@ pub fn check(cf: &ConfigFile) -> Result<()> {
     let c = &cf.config;
     let d = &c.daemon;
     if !(d.ring_seconds.is_finite() && d.ring_seconds > 0.0 && d.ring_seconds <= 600.0) {
-        return Err(cf.error_at(&[k("daemon"), k("ring-seconds")], "must be > 0 and at most 600"));
+        return Err(cf.error_at(
+            &[k("daemon"), k("ring-seconds")],
+            "must be > 0 and at most 600",
+        ));
     }
     if !(d.block_ms.is_finite() && d.block_ms >= 0.1 && d.block_ms <= 1000.0) {
-        return Err(cf.error_at(&[k("daemon"), k("block-ms")], "must be between 0.1 and 1000"));
+        return Err(cf.error_at(
+            &[k("daemon"), k("block-ms")],
+            "must be between 0.1 and 1000",
+        ));
     }
     if d.sink_queue == 0 {
         return Err(cf.error_at(&[k("daemon"), k("sink-queue")], "must be at least 1"));
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&d.log_level) {
-        return Err(cf.error_at(&[k("daemon"), k("log-level")], format!("invalid log filter: {e}")));
+        return Err(cf.error_at(
+            &[k("daemon"), k("log-level")],
+            format!("invalid log filter: {e}"),
+        ));
     }
     crate::io::check_source(cf)?;
 
@@ -63,11 +75,16 @@ pub fn check(cf: &ConfigFile) -> Result<()> {
         if name.is_empty() || matches!(name, INPUT_STAGE | "source" | "pipeline") {
             return Err(cf.error_at(
                 &at("name"),
-                format!("`{name}` cannot name a stage (empty, or reserved: input, source, pipeline)"),
+                format!(
+                    "`{name}` cannot name a stage (empty, or reserved: input, source, pipeline)"
+                ),
             ));
         }
         if names.contains(&name) {
-            return Err(cf.error_at(&at("name"), format!("a stage named `{name}` already exists")));
+            return Err(cf.error_at(
+                &at("name"),
+                format!("a stage named `{name}` already exists"),
+            ));
         }
         names.push(name);
         match st {
@@ -88,6 +105,7 @@ pub fn check(cf: &ConfigFile) -> Result<()> {
                     return Err(cf.error_at(&at("hysteresis-db"), "must be ≥ 0"));
                 }
             }
+            StageConfig::Onnx(o) => crate::onnx::stage::check(o, cf, i)?,
         }
     }
 
@@ -108,7 +126,10 @@ pub fn check(cf: &ConfigFile) -> Result<()> {
                     if !EVENT_TAGS.contains(&e.as_str()) {
                         return Err(cf.error_at(
                             &at("events"),
-                            format!("unknown event type `{e}` (known: {})", EVENT_TAGS.join(", ")),
+                            format!(
+                                "unknown event type `{e}` (known: {})",
+                                EVENT_TAGS.join(", ")
+                            ),
                         ));
                     }
                 }
@@ -137,7 +158,10 @@ pub fn check(cf: &ConfigFile) -> Result<()> {
                         format!("`{}` is neither `input` nor a stage name", p.from),
                     ));
                 }
-                if !(p.buffer_seconds.is_finite() && p.buffer_seconds > 0.0 && p.buffer_seconds <= 60.0) {
+                if !(p.buffer_seconds.is_finite()
+                    && p.buffer_seconds > 0.0
+                    && p.buffer_seconds <= 60.0)
+                {
                     return Err(cf.error_at(&at("buffer-seconds"), "must be > 0 and at most 60"));
                 }
             }

@@ -42,11 +42,16 @@ pub struct Pipeline {
 pub fn build_stage(cf: &ConfigFile, index: usize, source_rate: u32) -> Result<Box<dyn Stage>> {
     match &cf.config.stages[index] {
         StageConfig::Level(c) => Ok(Box::new(LevelStage::new(c, c.rate.unwrap_or(source_rate)))),
+        StageConfig::Onnx(c) => crate::onnx::stage::build(c, cf),
     }
 }
 
 /// Filter and default policy of sink `index`, from its config; also the input-tap rate it needs, if any.
-fn sink_route(cf: &ConfigFile, index: usize, source_rate: u32) -> (String, Filter, SinkPolicy, Option<u32>) {
+fn sink_route(
+    cf: &ConfigFile,
+    index: usize,
+    source_rate: u32,
+) -> (String, Filter, SinkPolicy, Option<u32>) {
     match &cf.config.sinks[index] {
         SinkConfig::Jsonl(c) => (
             format!("jsonl[{index}]"),
@@ -124,7 +129,11 @@ impl Pipeline {
     }
 
     /// Assemble a pipeline from parts (library use: custom sources, stages and sinks).
-    pub fn from_parts(source: Box<dyn Source>, stages: Vec<Box<dyn Stage>>, sinks: Vec<SinkSpec>) -> Self {
+    pub fn from_parts(
+        source: Box<dyn Source>,
+        stages: Vec<Box<dyn Stage>>,
+        sinks: Vec<SinkSpec>,
+    ) -> Self {
         let rate = source.rate();
         let d = crate::config::DaemonConfig::default();
         Pipeline {
@@ -277,7 +286,10 @@ pub fn serve(path: &Path, log_level: Option<&str>) -> Result<()> {
     let mut running = Pipeline::from_config(&cf)?.start()?;
     tracing::info!(config = %path.display(), rate = running.rate(), "pipeline running");
     notify(&notifier, "READY=1\nSTATUS=running");
-    let mut last_beat = (running.progress().heartbeat.load(Ordering::Relaxed), Instant::now());
+    let mut last_beat = (
+        running.progress().heartbeat.load(Ordering::Relaxed),
+        Instant::now(),
+    );
     loop {
         std::thread::sleep(Duration::from_millis(20));
         if signals.stop_requested() {
@@ -297,13 +309,19 @@ pub fn serve(path: &Path, log_level: Option<&str>) -> Result<()> {
                 if beat != last_beat.0 {
                     notify(&notifier, "WATCHDOG=1");
                 } else {
-                    tracing::error!("stream worker made no progress for {:?}: withholding the watchdog", every);
+                    tracing::error!(
+                        "stream worker made no progress for {:?}: withholding the watchdog",
+                        every
+                    );
                 }
                 last_beat = (beat, Instant::now());
             }
         }
         if signals.take_reload() {
-            notify(&notifier, &format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+            notify(
+                &notifier,
+                &format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()),
+            );
             match ConfigFile::load(path).and_then(|new| check::check(&new).map(|_| new)) {
                 Err(e) => {
                     tracing::error!("reload refused, keeping the running config: {e}");
@@ -316,7 +334,10 @@ pub fn serve(path: &Path, log_level: Option<&str>) -> Result<()> {
                     running = Pipeline::from_config(&cf)?.start()?;
                     tracing::info!(config = %path.display(), "config reloaded");
                     notify(&notifier, "READY=1\nSTATUS=running (reloaded)");
-                    last_beat = (running.progress().heartbeat.load(Ordering::Relaxed), Instant::now());
+                    last_beat = (
+                        running.progress().heartbeat.load(Ordering::Relaxed),
+                        Instant::now(),
+                    );
                 }
             }
         }
@@ -333,14 +354,22 @@ fn notify(n: &Notifier, state: &str) {
 }
 
 fn log_report(r: &WorkerReport) {
-    tracing::info!(samples = r.samples, lost = r.lost, events = r.events, "pipeline stopped");
+    tracing::info!(
+        samples = r.samples,
+        lost = r.lost,
+        events = r.events,
+        "pipeline stopped"
+    );
     for s in &r.sinks {
         tracing::info!(sink = %s.name, written = s.written, dropped = s.dropped, "sink closed");
     }
 }
 
 fn monotonic_usec() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec and CLOCK_MONOTONIC is always available on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     if rc != 0 {

@@ -29,7 +29,9 @@ impl Filter {
     pub fn accepts(&self, ev: &Event) -> bool {
         if let Some((from, rate)) = &self.audio_from {
             return match &ev.kind {
-                EventKind::Audio { rate: r, .. } => &*ev.stage == from && rate.is_none_or(|want| want == *r),
+                EventKind::Audio { rate: r, .. } => {
+                    &*ev.stage == from && rate.is_none_or(|want| want == *r)
+                }
                 _ => false,
             };
         }
@@ -201,7 +203,8 @@ impl Router {
                     0
                 }
                 Some(Err(_)) => {
-                    first_error.get_or_insert(Error::Other(format!("sink {name}: thread panicked")));
+                    first_error
+                        .get_or_insert(Error::Other(format!("sink {name}: thread panicked")));
                     0
                 }
                 None => 0,
@@ -233,7 +236,10 @@ mod tests {
     impl Sink for Collect {
         fn write(&mut self, ev: &Event) -> Result<()> {
             std::thread::sleep(self.delay);
-            self.got.lock().map_err(|_| Error::Other("poisoned".into()))?.push(ev.tag().to_string());
+            self.got
+                .lock()
+                .map_err(|_| Error::Other("poisoned".into()))?
+                .push(ev.tag().to_string());
             Ok(())
         }
         fn finish(&mut self) -> Result<()> {
@@ -259,7 +265,13 @@ mod tests {
         assert!(f.accepts(&ev("kws", det.clone())));
         assert!(!f.accepts(&ev("other", det)));
         assert!(!f.accepts(&ev("kws", EventKind::Activity { active: true })));
-        assert!(f.accepts(&ev("source", EventKind::Overrun { lost: 1, total_lost: 1 })));
+        assert!(f.accepts(&ev(
+            "source",
+            EventKind::Overrun {
+                lost: 1,
+                total_lost: 1
+            }
+        )));
         let audio = |rate| EventKind::Audio {
             rate,
             samples: Arc::from(vec![0.0f32; 4]),
@@ -317,7 +329,10 @@ mod tests {
         let done = router.finish().expect("finish");
         assert_eq!(done[0].written, 200);
         assert_eq!(done[0].dropped, 0);
-        assert!(done[1].dropped > 0, "the slow drop-oldest sink must have dropped events");
+        assert!(
+            done[1].dropped > 0,
+            "the slow drop-oldest sink must have dropped events"
+        );
         assert_eq!(done[1].written + done[1].dropped, 200);
         assert!(reports_dropped <= done[1].dropped);
         assert_eq!(fast.lock().map(|v| v.len()).unwrap_or(0), 200);

@@ -126,7 +126,8 @@ impl Worker {
         let mut reported_lost = 0u64;
         let mut last_overrun_report: Option<Instant> = None;
         let idle = Duration::from_micros(
-            (self.block.len() as u64 * 1_000_000 / self.source_rate.max(1) as u64 / 4).clamp(500, 20_000),
+            (self.block.len() as u64 * 1_000_000 / self.source_rate.max(1) as u64 / 4)
+                .clamp(500, 20_000),
         );
         self.emit_status(0, "started");
         loop {
@@ -138,7 +139,12 @@ impl Worker {
                 if finished {
                     break;
                 }
-                self.report_overruns(consumed, &mut reported_lost, &mut last_overrun_report, false);
+                self.report_overruns(
+                    consumed,
+                    &mut reported_lost,
+                    &mut last_overrun_report,
+                    false,
+                );
                 std::thread::sleep(idle);
                 continue;
             }
@@ -157,7 +163,12 @@ impl Worker {
             consumed += n as u64;
             self.process_block(n, false);
             self.progress.samples.store(consumed, Ordering::Relaxed);
-            self.report_overruns(consumed, &mut reported_lost, &mut last_overrun_report, false);
+            self.report_overruns(
+                consumed,
+                &mut reported_lost,
+                &mut last_overrun_report,
+                false,
+            );
         }
         // End of stream: flush resampler tails and stages.
         self.process_block(0, true);
@@ -224,11 +235,21 @@ impl Worker {
         }
     }
 
-    fn report_overruns(&mut self, consumed: u64, reported: &mut u64, last: &mut Option<Instant>, force: bool) {
+    fn report_overruns(
+        &mut self,
+        consumed: u64,
+        reported: &mut u64,
+        last: &mut Option<Instant>,
+        force: bool,
+    ) {
         let lost = self.ctl.lost.load(Ordering::Relaxed);
         let due = last.is_none_or(|t| t.elapsed() >= self.overrun_every);
         if lost > *reported && (due || force) {
-            tracing::warn!(lost = lost - *reported, total_lost = lost, "capture ring overrun: samples lost");
+            tracing::warn!(
+                lost = lost - *reported,
+                total_lost = lost,
+                "capture ring overrun: samples lost"
+            );
             self.events.push(Event::new(
                 &self.source_name,
                 consumed,
