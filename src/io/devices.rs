@@ -230,10 +230,9 @@ pub fn print(json: bool) -> Result<()> {
                 .as_ref()
                 .map(|c| format!("{} Hz {} x{}", c.rate, c.format, c.channels))
                 .unwrap_or_else(|| "none".into());
-            let ranges: Vec<String> = info.supported.iter().map(|r| r.to_string()).collect();
             println!(
                 "    {label}: default {default}; supports {}",
-                ranges.join(", ")
+                summarize(&info.supported)
             );
         }
     }
