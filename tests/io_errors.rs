@@ -2,7 +2,7 @@
 
 use sigflow::config::ConfigFile;
 use sigflow::io::{check_sink, check_source, open_source};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn config_in(dir: &Path, text: &str) -> ConfigFile {
     let path = dir.join("sigflow.toml");
@@ -65,7 +65,7 @@ fn handmade_wav(path: &Path, tag: u16, channels: u16, bits: u16, data_len: u32) 
     std::fs::write(path, b).unwrap();
 }
 
-fn expect_file_error(msg: &str, file: &PathBuf, reason: &str) {
+fn expect_file_error(msg: &str, file: &Path, reason: &str) {
     assert!(
         msg.starts_with(&format!("{}: ", file.display())),
         "should start with the file name: {msg}"
