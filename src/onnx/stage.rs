@@ -332,14 +332,11 @@ pub fn build(cfg: &OnnxStageConfig, cf: &ConfigFile) -> Result<Box<dyn Stage>> {
     let at = key_path(index);
     let r = resolve(cfg, &at, cf)?;
     let model = StatefulModel::load(&cf.resolve(&cfg.model), r.spec.clone())?;
-    Ok(Box::new(OnnxStage::new(
-        &cfg.name,
-        r.rate,
-        model,
-        r.labels,
-        r.emit_scores,
-        r.vad,
-    )))
+    let mut stage = OnnxStage::new(&cfg.name, r.rate, model, r.labels, r.emit_scores, r.vad);
+    if let Some(b) = r.beats {
+        stage = stage.with_beats(b);
+    }
+    Ok(Box::new(stage))
 }
 
 /// A stateful ONNX model as a [`Stage`].
