@@ -1,4 +1,5 @@
 //! CPU kernels. Each has a scalar reference; SIMD paths are chosen at run time from the detected ISA
 //! ([`isa::Isa`]) and property-tested against the reference.
 
+pub mod conv;
 pub mod isa;
