@@ -1,1 +1,5 @@
 //! Signal processing: streaming resampling (rubato), STFT / log-mel, level metering.
+
+pub mod framer;
+pub mod level;
+pub mod resample;

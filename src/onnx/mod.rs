@@ -2,3 +2,6 @@
 //! peer in benchmarks.
 
 pub mod runtime;
+pub mod stage;
+pub mod stateful;
+pub mod vad;
