@@ -51,7 +51,7 @@ struct TimeBuf {
 
 impl TimeBuf {
     fn new(channels: usize, len: usize, hop: usize) -> Self {
-        let cap = 2 * len + hop;
+        let cap = 3 * len + hop;
         TimeBuf {
             channels,
             len,
@@ -254,7 +254,9 @@ impl Engine {
     }
 
     fn shift_all(&mut self) {
-        for (i, b) in self.bufs.iter_mut().enumerate() {
+        // Full mode recomputes every frame: only the input keeps frames across hops.
+        let n = if self.mode == Mode::Full { 1 } else { self.bufs.len() };
+        for (i, b) in self.bufs.iter_mut().enumerate().take(n) {
             if let Buf::Time(t) = b {
                 t.shift(self.plan.nodes[i].hop);
             }
@@ -341,12 +343,7 @@ impl Engine {
                 y.rows_mut(j0, j1)
                     .copy_from_slice(x.rows(j0 + left, j1 + left));
             }
-            (Buf::Time(y), Op::Unary(u)) => {
-                let x = time(0).rows(j0, j1);
-                for (o, &v) in y.rows_mut(j0, j1).iter_mut().zip(x) {
-                    *o = u.apply(v);
-                }
-            }
+            (Buf::Time(y), Op::Unary(u)) => unary_slice(*u, time(0).rows(j0, j1), y.rows_mut(j0, j1)),
             (Buf::Time(y), Op::PRelu(slope)) => {
                 let c = y.channels;
                 let x = time(0).rows(j0, j1);
@@ -390,17 +387,32 @@ impl Engine {
                 let (ar, ac) = operand(a, bufs, j0, j1);
                 let (br, bc) = operand(b, bufs, j0, j1);
                 let out = y.rows_mut(j0, j1);
-                for (idx, o) in out.iter_mut().enumerate() {
-                    let ch = idx % c;
-                    let av = match ar {
-                        Some(r) => r[idx],
-                        None => ac[if ac.len() == 1 { 0 } else { ch }],
-                    };
-                    let bv = match br {
-                        Some(r) => r[idx],
-                        None => bc[if bc.len() == 1 { 0 } else { ch }],
-                    };
-                    *o = op.apply(av, bv);
+                let op = *op;
+                match (ar, br) {
+                    (Some(ar), Some(br)) => {
+                        let it = out.iter_mut().zip(ar).zip(br);
+                        match op {
+                            BinOp::Add => it.for_each(|((o, &p), &q)| *o = p + q),
+                            BinOp::Sub => it.for_each(|((o, &p), &q)| *o = p - q),
+                            BinOp::Mul => it.for_each(|((o, &p), &q)| *o = p * q),
+                            BinOp::Div => it.for_each(|((o, &p), &q)| *o = p / q),
+                        }
+                    }
+                    (Some(ar), None) => {
+                        for (orow, arow) in out.chunks_mut(c).zip(ar.chunks(c)) {
+                            for (ch, (o, &p)) in orow.iter_mut().zip(arow).enumerate() {
+                                *o = op.apply(p, bc[if bc.len() == 1 { 0 } else { ch }]);
+                            }
+                        }
+                    }
+                    (None, Some(br)) => {
+                        for (orow, brow) in out.chunks_mut(c).zip(br.chunks(c)) {
+                            for (ch, (o, &q)) in orow.iter_mut().zip(brow).enumerate() {
+                                *o = op.apply(ac[if ac.len() == 1 { 0 } else { ch }], q);
+                            }
+                        }
+                    }
+                    (None, None) => unreachable!("one operand is the node itself"),
                 }
             }
             (Buf::Time(y), Op::Concat) => {
@@ -453,11 +465,7 @@ impl Engine {
             (Buf::Vector(y), Op::Dense { weight, bias, .. }) => {
                 dense_layer(&self.kernels, vector(node.inputs[0]), weight, bias, y);
             }
-            (Buf::Vector(y), Op::Unary(u)) => {
-                for (o, &v) in y.iter_mut().zip(vector(node.inputs[0])) {
-                    *o = u.apply(v);
-                }
-            }
+            (Buf::Vector(y), Op::Unary(u)) => unary_slice(*u, vector(node.inputs[0]), y),
             (Buf::Vector(y), Op::PRelu(slope)) => {
                 for (idx, (o, &v)) in y.iter_mut().zip(vector(node.inputs[0])).enumerate() {
                     let s = slope[if slope.len() == 1 { 0 } else { idx }];
@@ -484,6 +492,32 @@ impl Engine {
             (_, op) => unreachable!("importer produced {op:?} for kind {:?}", node.kind),
         }
         self.bufs[i] = me;
+    }
+}
+
+/// An elementwise function over a slice: the transcendental ones through the vectorised kernels.
+fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
+    use crate::kernels::cnn_act::{apply, Act};
+    let isa = crate::kernels::isa::Isa::get();
+    let act = match u {
+        Unary::Sigmoid => Some(Act::Sigmoid),
+        Unary::Tanh => Some(Act::Tanh),
+        Unary::Erf => Some(Act::Erf),
+        Unary::Gelu { tanh: false } => Some(Act::Gelu),
+        Unary::Elu(a) => Some(Act::Elu(a)),
+        Unary::Selu(a, g) => Some(Act::Selu(a, g)),
+        Unary::Softplus => Some(Act::Softplus),
+        _ => None,
+    };
+    if let Some(act) = act {
+        return apply(isa, act, x, y);
+    }
+    match u {
+        Unary::Relu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(0.0)),
+        Unary::Identity => y.copy_from_slice(x),
+        Unary::Clip(lo, hi) => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(lo).min(hi)),
+        Unary::LeakyRelu(a) => y.iter_mut().zip(x).for_each(|(o, &v)| *o = if v >= 0.0 { v } else { a * v }),
+        _ => y.iter_mut().zip(x).for_each(|(o, &v)| *o = u.apply(v)),
     }
 }
 

@@ -15,3 +15,4 @@ pub mod plan;
 pub use exec::{Engine, Mode};
 pub use ir::Graph;
 pub use plan::Plan;
+pub mod cli;

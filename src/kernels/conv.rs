@@ -206,10 +206,10 @@ mod x86 {
         n: usize,
     ) {
         let mut t = 0;
-        while t + 4 <= n {
-            // SAFETY: rows t..t+4 are below n (caller's bounds).
-            unsafe { rows_avx2::<4>(sh, x, w, b, y, t) };
-            t += 4;
+        while t + 6 <= n {
+            // SAFETY: rows t..t+6 are below n (caller's bounds).
+            unsafe { rows_avx2::<6>(sh, x, w, b, y, t) };
+            t += 6;
         }
         while t < n {
             // SAFETY: row t is below n.
@@ -324,6 +324,11 @@ mod x86 {
         n: usize,
     ) {
         let mut t = 0;
+        while t + 8 <= n {
+            // SAFETY: rows t..t+8 are below n.
+            unsafe { rows_avx512::<8>(sh, x, w, b, y, t) };
+            t += 8;
+        }
         while t + 4 <= n {
             // SAFETY: rows t..t+4 are below n.
             unsafe { rows_avx512::<4>(sh, x, w, b, y, t) };

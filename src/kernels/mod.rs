@@ -3,3 +3,4 @@
 
 pub mod conv;
 pub mod isa;
+pub mod cnn_act;
