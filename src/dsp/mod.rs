@@ -3,3 +3,4 @@
 pub mod framer;
 pub mod level;
 pub mod resample;
+pub mod logmel;
