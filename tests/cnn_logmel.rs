@@ -8,7 +8,8 @@ use std::path::Path;
 #[test]
 fn logmel_matches_python_definition() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logmel");
-    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     let cases = m["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 2);
     for c in cases {
@@ -27,7 +28,10 @@ fn logmel_matches_python_definition() {
         assert_eq!(y.shape[0], cfg.n_mels);
         let got = LogMel::batch(cfg, &x.data).unwrap();
         assert_eq!(got.len(), y.data.len(), "{name}: frame count");
-        let d = got.iter().zip(&y.data).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let d = got
+            .iter()
+            .zip(&y.data)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(d <= 1e-4, "{name}: batch max|diff| {d}");
         let mut lm = LogMel::new(cfg).unwrap();
         let mut rows = vec![];
@@ -37,7 +41,10 @@ fn logmel_matches_python_definition() {
         for f in 0..t {
             for mel in 0..cfg.n_mels {
                 let (a, b) = (rows[f * cfg.n_mels + mel], y.data[mel * t + f]);
-                assert!((a - b).abs() <= 1e-4, "{name}: streaming frame {f} mel {mel}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= 1e-4,
+                    "{name}: streaming frame {f} mel {mel}: {a} vs {b}"
+                );
             }
         }
     }

@@ -35,7 +35,14 @@ fn noise(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Stream `x` through an engine in pushes of the given sizes; compare every window with the full-window run.
-fn check_stream(name: &str, g: &Arc<Graph>, w: usize, hop: usize, x: &[f32], pushes: &[usize]) -> Result<usize, TestCaseError> {
+fn check_stream(
+    name: &str,
+    g: &Arc<Graph>,
+    w: usize,
+    hop: usize,
+    x: &[f32],
+    pushes: &[usize],
+) -> Result<usize, TestCaseError> {
     let c = g.in_channels;
     let plan = Plan::new(g, w, hop).map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
     let mut stream = Engine::new(g.clone(), plan.clone(), Mode::Exact);
@@ -50,14 +57,26 @@ fn check_stream(name: &str, g: &Arc<Graph>, w: usize, hop: usize, x: &[f32], pus
         stream.push(&x[at * c..(at + n) * c], &mut outs);
         at += n;
     }
-    let expected_windows = if frames >= w { (frames - w) / hop + 1 } else { 0 };
+    let expected_windows = if frames >= w {
+        (frames - w) / hop + 1
+    } else {
+        0
+    };
     prop_assert_eq!(outs.len(), expected_windows, "{}: window count", name);
     for (i, y) in outs.iter().enumerate() {
         let s = i * hop;
         let want = full.run_window(&x[s * c..(s + w) * c]);
         let tol = 1e-5 * max_abs(&want).max(1e-6);
         let d = max_diff(y, &want);
-        prop_assert!(d <= tol, "{} hop {} window {}: max|diff| {:e} > {:e}", name, hop, i, d, tol);
+        prop_assert!(
+            d <= tol,
+            "{} hop {} window {}: max|diff| {:e} > {:e}",
+            name,
+            hop,
+            i,
+            d,
+            tol
+        );
     }
     Ok(outs.len())
 }
@@ -103,7 +122,9 @@ fn approximate_mode_reports_a_deviation() {
         let (mut got, mut want) = (vec![], vec![]);
         for (i, y) in outs.iter().enumerate().skip(1) {
             got.extend_from_slice(y);
-            want.extend(full.run_window(&x[i * hop * g.in_channels..(i * hop + w) * g.in_channels]));
+            want.extend(
+                full.run_window(&x[i * hop * g.in_channels..(i * hop + w) * g.in_channels]),
+            );
         }
         let e = nrmse(&got, &want);
         assert!(e > 1e-6 && e < 0.5, "{name}: approximate NRMSE {e}");

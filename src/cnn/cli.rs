@@ -53,10 +53,18 @@ fn read_signal(path: &Path, channels: usize) -> Result<(Vec<f32>, usize)> {
         [t] => (1, *t),
         [c, t] => (*c, *t),
         [1, c, t] => (*c, *t),
-        s => return Err(Error::file(path, format!("array of shape {s:?}: expected [channels, time]"))),
+        s => {
+            return Err(Error::file(
+                path,
+                format!("array of shape {s:?}: expected [channels, time]"),
+            ))
+        }
     };
     if c != channels {
-        return Err(Error::file(path, format!("the input has {c} channels, the model takes {channels}")));
+        return Err(Error::file(
+            path,
+            format!("the input has {c} channels, the model takes {channels}"),
+        ));
     }
     let mut frames = vec![0.0; c * t];
     for ch in 0..c {
@@ -69,7 +77,10 @@ fn read_signal(path: &Path, channels: usize) -> Result<(Vec<f32>, usize)> {
 
 fn model_window(g: &super::Graph, window: Option<usize>, model: &Path) -> Result<usize> {
     window.or(g.fixed_window).ok_or_else(|| {
-        Error::file(model, "the model's input length is not fixed: give --window")
+        Error::file(
+            model,
+            "the model's input length is not fixed: give --window",
+        )
     })
 }
 
@@ -84,7 +95,10 @@ pub fn infer(a: &InferArgs) -> Result<()> {
         eprint!("{}", plan.describe(&g));
     }
     if t < w {
-        return Err(Error::file(&a.input, format!("the input has {t} frames, shorter than the window {w}")));
+        return Err(Error::file(
+            &a.input,
+            format!("the input has {t} frames, shorter than the window {w}"),
+        ));
     }
     let mut engine = Engine::new(g.clone(), plan.clone(), a.mode);
     let started = Instant::now();
@@ -100,12 +114,21 @@ pub fn infer(a: &InferArgs) -> Result<()> {
             got.extend_from_slice(y);
             want.extend(full.run_window(&frames[i * h * c..(i * h + w) * c]));
         }
-        eprintln!("approximate mode: NRMSE against the full-window run = {:.3e}", nrmse(&got, &want));
+        eprintln!(
+            "approximate mode: NRMSE against the full-window run = {:.3e}",
+            nrmse(&got, &want)
+        );
     }
     let mut shape = vec![outs.len()];
     shape.extend(&dims);
     let data: Vec<f32> = outs.into_iter().flatten().collect();
-    npy::write(&a.output, &npy::Array { shape: shape.clone(), data })?;
+    npy::write(
+        &a.output,
+        &npy::Array {
+            shape: shape.clone(),
+            data,
+        },
+    )?;
     eprintln!(
         "{} windows of {w} (hop {h}, mode {:?}) in {:.1} ms → {} {:?}",
         shape[0],
@@ -199,26 +222,41 @@ impl OrtModel {
         let b = ort::session::Session::builder(&env).map_err(|e| err(&e))?;
         let b = b.with_intra_threads(1).map_err(|e| err(&e))?;
         let b = b.with_inter_threads(1).map_err(|e| err(&e))?;
-        let mut b = b.with_config_entry("session.intra_op.allow_spinning", "0").map_err(|e| err(&e))?;
+        let mut b = b
+            .with_config_entry("session.intra_op.allow_spinning", "0")
+            .map_err(|e| err(&e))?;
         let session = b.commit_from_file(path).map_err(|e| err(&e))?;
-        let input = session.inputs().first().map(|i| i.name().to_string()).unwrap_or_default();
+        let input = session
+            .inputs()
+            .first()
+            .map(|i| i.name().to_string())
+            .unwrap_or_default();
         Ok(OrtModel { session, input })
     }
 
     /// Run one `[1, c, w]` window (channel-major data).
     fn run(&mut self, c: usize, w: usize, x: &[f32]) -> Result<Vec<f32>> {
-        let t = ort::value::Tensor::from_array(([1usize, c, w], x.to_vec())).map_err(|e| Error::Other(format!("ONNX Runtime: {e}")))?;
+        let t = ort::value::Tensor::from_array(([1usize, c, w], x.to_vec()))
+            .map_err(|e| Error::Other(format!("ONNX Runtime: {e}")))?;
         let out = self
             .session
             .run(ort::inputs![self.input.as_str() => t])
             .map_err(|e| Error::Other(format!("ONNX Runtime: {e}")))?;
-        let (_, y) = out[0].try_extract_tensor::<f32>().map_err(|e| Error::Other(format!("ONNX Runtime: {e}")))?;
+        let (_, y) = out[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| Error::Other(format!("ONNX Runtime: {e}")))?;
         Ok(y.to_vec())
     }
 }
 
 /// Measure one model at the given hops.
-pub fn bench_rows(model: &Path, window: Option<usize>, hops: Option<Vec<usize>>, seconds: f64, with_ort: bool) -> Result<Vec<BenchRow>> {
+pub fn bench_rows(
+    model: &Path,
+    window: Option<usize>,
+    hops: Option<Vec<usize>>,
+    seconds: f64,
+    with_ort: bool,
+) -> Result<Vec<BenchRow>> {
     let g = Arc::new(import::load(model)?);
     let w = model_window(&g, window, model)?;
     let (_, stride) = Plan::time_map(&g, w).map_err(|e| Error::file(model, e))?;
@@ -241,7 +279,11 @@ pub fn bench_rows(model: &Path, window: Option<usize>, hops: Option<Vec<usize>>,
             ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect();
-    let mut ort_model = if with_ort { Some(OrtModel::load(model)?) } else { None };
+    let mut ort_model = if with_ort {
+        Some(OrtModel::load(model)?)
+    } else {
+        None
+    };
     let mut ort_us = None;
     if let Some(m) = ort_model.as_mut() {
         let mut x = vec![0.0; c * w];
@@ -255,9 +297,15 @@ pub fn bench_rows(model: &Path, window: Option<usize>, hops: Option<Vec<usize>>,
         let plan = Plan::new(&g, w, stride).map_err(|e| Error::file(model, e))?;
         let got = Engine::new(g.clone(), plan, Mode::Full).run_window(&signal[..w * c]);
         let scale = got.iter().fold(0.0f32, |a, v| a.max(v.abs())).max(1e-12);
-        let diff = got.iter().zip(&want).fold(0.0f32, |a, (p, q)| a.max((p - q).abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |a, (p, q)| a.max((p - q).abs()));
         if got.len() != want.len() || diff > 1e-4 * scale {
-            return Err(Error::file(model, format!("native and ONNX Runtime outputs differ (max|diff| {diff:e})")));
+            return Err(Error::file(
+                model,
+                format!("native and ONNX Runtime outputs differ (max|diff| {diff:e})"),
+            ));
         }
         let mut err = None;
         let us = time_per_call(seconds, || {
@@ -278,7 +326,10 @@ pub fn bench_rows(model: &Path, window: Option<usize>, hops: Option<Vec<usize>>,
         let full = engine_us(&g, &plan, Mode::Full, &signal, seconds);
         let theoretical = w as f64 / h as f64;
         rows.push(BenchRow {
-            model: model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            model: model
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             window: w,
             hop: h,
             overlap: 100.0 * (1.0 - h as f64 / w as f64),
@@ -298,16 +349,36 @@ pub fn bench_rows(model: &Path, window: Option<usize>, hops: Option<Vec<usize>>,
 
 /// Run `sigflow bench cnn`.
 pub fn bench(a: &BenchCnnArgs) -> Result<()> {
-    let rows = bench_rows(&a.model, a.window, a.hop.map(|h| vec![h]), a.seconds, !a.no_ort)?;
+    let rows = bench_rows(
+        &a.model,
+        a.window,
+        a.hop.map(|h| vec![h]),
+        a.seconds,
+        !a.no_ort,
+    )?;
     if a.json {
         for r in &rows {
-            println!("{}", serde_json::to_string(r).map_err(|e| Error::Other(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string(r).map_err(|e| Error::Other(e.to_string()))?
+            );
         }
         return Ok(());
     }
     println!(
         "{:<14} {:>6} {:>6} {:>8} {:>11} {:>11} {:>11} {:>11} {:>8} {:>6} {:>6} {:>8}",
-        "model", "window", "hop", "overlap", "stream µs", "approx µs", "full µs", "ort µs", "speedup", "W/H", "eff", "ort/full"
+        "model",
+        "window",
+        "hop",
+        "overlap",
+        "stream µs",
+        "approx µs",
+        "full µs",
+        "ort µs",
+        "speedup",
+        "W/H",
+        "eff",
+        "ort/full"
     );
     for r in &rows {
         println!(
@@ -326,6 +397,9 @@ pub fn bench(a: &BenchCnnArgs) -> Result<()> {
             r.full_vs_ort.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into()),
         );
     }
-    println!("(single thread, kernels: {})", rows.first().map(|r| r.isa).unwrap_or("-"));
+    println!(
+        "(single thread, kernels: {})",
+        rows.first().map(|r| r.isa).unwrap_or("-")
+    );
     Ok(())
 }

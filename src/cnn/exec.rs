@@ -255,7 +255,11 @@ impl Engine {
 
     fn shift_all(&mut self) {
         // Full mode recomputes every frame: only the input keeps frames across hops.
-        let n = if self.mode == Mode::Full { 1 } else { self.bufs.len() };
+        let n = if self.mode == Mode::Full {
+            1
+        } else {
+            self.bufs.len()
+        };
         for (i, b) in self.bufs.iter_mut().enumerate().take(n) {
             if let Buf::Time(t) = b {
                 t.shift(self.plan.nodes[i].hop);
@@ -343,7 +347,9 @@ impl Engine {
                 y.rows_mut(j0, j1)
                     .copy_from_slice(x.rows(j0 + left, j1 + left));
             }
-            (Buf::Time(y), Op::Unary(u)) => unary_slice(*u, time(0).rows(j0, j1), y.rows_mut(j0, j1)),
+            (Buf::Time(y), Op::Unary(u)) => {
+                unary_slice(*u, time(0).rows(j0, j1), y.rows_mut(j0, j1))
+            }
             (Buf::Time(y), Op::PRelu(slope)) => {
                 let c = y.channels;
                 let x = time(0).rows(j0, j1);
@@ -515,8 +521,14 @@ fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
     match u {
         Unary::Relu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(0.0)),
         Unary::Identity => y.copy_from_slice(x),
-        Unary::Clip(lo, hi) => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(lo).min(hi)),
-        Unary::LeakyRelu(a) => y.iter_mut().zip(x).for_each(|(o, &v)| *o = if v >= 0.0 { v } else { a * v }),
+        Unary::Clip(lo, hi) => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = v.max(lo).min(hi)),
+        Unary::LeakyRelu(a) => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = if v >= 0.0 { v } else { a * v }),
         _ => y.iter_mut().zip(x).for_each(|(o, &v)| *o = u.apply(v)),
     }
 }

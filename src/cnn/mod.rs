@@ -16,3 +16,4 @@ pub use exec::{Engine, Mode};
 pub use ir::Graph;
 pub use plan::Plan;
 pub mod cli;
+pub mod stage;

@@ -41,7 +41,10 @@ impl LogMelConfig {
         }
         let f_max = self.f_max.unwrap_or(self.rate as f64 / 2.0);
         if !(self.f_min >= 0.0 && f_max > self.f_min && f_max <= self.rate as f64 / 2.0) {
-            return Err(format!("need 0 ≤ f-min < f-max ≤ rate/2, got {} .. {f_max}", self.f_min));
+            return Err(format!(
+                "need 0 ≤ f-min < f-max ≤ rate/2, got {} .. {f_max}",
+                self.f_min
+            ));
         }
         Ok(())
     }
@@ -60,7 +63,9 @@ fn filterbank(c: &LogMelConfig) -> Vec<(usize, Vec<f64>)> {
     let f_max = c.f_max.unwrap_or(c.rate as f64 / 2.0);
     let (m0, m1) = (hz_to_mel(c.f_min), hz_to_mel(f_max));
     let n = c.n_mels + 2;
-    let edges: Vec<f64> = (0..n).map(|i| mel_to_hz(m0 + (m1 - m0) * i as f64 / (n - 1) as f64)).collect();
+    let edges: Vec<f64> = (0..n)
+        .map(|i| mel_to_hz(m0 + (m1 - m0) * i as f64 / (n - 1) as f64))
+        .collect();
     let bins = c.n_fft / 2 + 1;
     (0..c.n_mels)
         .map(|m| {
@@ -74,7 +79,11 @@ fn filterbank(c: &LogMelConfig) -> Vec<(usize, Vec<f64>)> {
                 })
                 .collect();
             let first = w.iter().position(|&v| v > 0.0).unwrap_or(0);
-            let last = w.iter().rposition(|&v| v > 0.0).map(|i| i + 1).unwrap_or(first);
+            let last = w
+                .iter()
+                .rposition(|&v| v > 0.0)
+                .map(|i| i + 1)
+                .unwrap_or(first);
             (first, w[first..last].to_vec())
         })
         .collect()
@@ -98,7 +107,9 @@ impl LogMel {
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(cfg.n_fft);
         let n = cfg.n_fft;
         Ok(LogMel {
-            window: (0..n).map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()).collect(),
+            window: (0..n)
+                .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
+                .collect(),
             filters: filterbank(&cfg),
             input: fft.make_input_vec(),
             spectrum: fft.make_output_vec(),
@@ -128,7 +139,11 @@ impl LogMel {
             *p = c.norm_sqr();
         }
         for (first, w) in &self.filters {
-            let e: f64 = w.iter().zip(&self.power[*first..]).map(|(a, b)| a * b).sum();
+            let e: f64 = w
+                .iter()
+                .zip(&self.power[*first..])
+                .map(|(a, b)| a * b)
+                .sum();
             out.push((e + LOG_GUARD).ln() as f32);
         }
     }
@@ -170,8 +185,17 @@ mod tests {
 
     #[test]
     fn streaming_equals_batch_for_any_blocks() {
-        let cfg = LogMelConfig { rate: 16_000, n_fft: 400, hop: 160, n_mels: 40, f_min: 0.0, f_max: None };
-        let x: Vec<f32> = (0..8000).map(|i| ((i as f32) * 0.05).sin() * 0.3 + ((i * 7919) % 113) as f32 * 1e-3).collect();
+        let cfg = LogMelConfig {
+            rate: 16_000,
+            n_fft: 400,
+            hop: 160,
+            n_mels: 40,
+            f_min: 0.0,
+            f_max: None,
+        };
+        let x: Vec<f32> = (0..8000)
+            .map(|i| ((i as f32) * 0.05).sin() * 0.3 + ((i * 7919) % 113) as f32 * 1e-3)
+            .collect();
         let batch = LogMel::batch(cfg, &x).unwrap();
         let t = cfg.frames(x.len());
         for block in [1usize, 7, 160, 401, 3000] {
@@ -183,7 +207,11 @@ mod tests {
             assert_eq!(rows.len(), t * cfg.n_mels, "block {block}");
             for f in 0..t {
                 for m in 0..cfg.n_mels {
-                    assert_eq!(rows[f * cfg.n_mels + m], batch[m * t + f], "block {block} frame {f} mel {m}");
+                    assert_eq!(
+                        rows[f * cfg.n_mels + m],
+                        batch[m * t + f],
+                        "block {block} frame {f} mel {m}"
+                    );
                 }
             }
         }
@@ -191,8 +219,20 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_refused() {
-        let c = LogMelConfig { rate: 16_000, n_fft: 400, hop: 160, n_mels: 40, f_min: 0.0, f_max: Some(9000.0) };
+        let c = LogMelConfig {
+            rate: 16_000,
+            n_fft: 400,
+            hop: 160,
+            n_mels: 40,
+            f_min: 0.0,
+            f_max: Some(9000.0),
+        };
         assert!(LogMel::new(c).is_err());
-        assert!(LogMel::new(LogMelConfig { hop: 0, f_max: None, ..c }).is_err());
+        assert!(LogMel::new(LogMelConfig {
+            hop: 0,
+            f_max: None,
+            ..c
+        })
+        .is_err());
     }
 }

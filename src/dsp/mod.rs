@@ -2,5 +2,5 @@
 
 pub mod framer;
 pub mod level;
-pub mod resample;
 pub mod logmel;
+pub mod resample;
