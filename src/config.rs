@@ -263,6 +263,8 @@ pub enum StageConfig {
     Level(LevelStageConfig),
     /// A stateful ONNX model through ONNX Runtime (e.g. Silero VAD).
     Onnx(crate::onnx::stage::OnnxStageConfig),
+    /// A 1-D CNN (ONNX) run by the streaming CNN engine on overlapping windows.
+    Cnn(crate::cnn::stage::CnnStageConfig),
 }
 
 impl StageConfig {
@@ -271,6 +273,7 @@ impl StageConfig {
         match self {
             StageConfig::Level(c) => &c.name,
             StageConfig::Onnx(c) => &c.name,
+            StageConfig::Cnn(c) => &c.name,
         }
     }
 }
@@ -492,7 +495,8 @@ fn stage_config(v: &DeValue<'_>) -> Result<StageConfig, TomlError> {
     Ok(match kind.as_str() {
         "level" => StageConfig::Level(value(&rest)?),
         "onnx" => StageConfig::Onnx(value(&rest)?),
-        other => return Err(unknown_kind("stage", other, &["level", "onnx"], v)),
+        "cnn" => StageConfig::Cnn(value(&rest)?),
+        other => return Err(unknown_kind("stage", other, &["level", "onnx", "cnn"], v)),
     })
 }
 

@@ -2,4 +2,5 @@
 
 pub mod framer;
 pub mod level;
+pub mod logmel;
 pub mod resample;

@@ -106,6 +106,7 @@ pub fn check(cf: &ConfigFile) -> Result<()> {
                 }
             }
             StageConfig::Onnx(o) => crate::onnx::stage::check(o, cf, i)?,
+            StageConfig::Cnn(c) => crate::cnn::stage::check(c, cf, i)?,
         }
     }
 

@@ -43,6 +43,7 @@ pub fn build_stage(cf: &ConfigFile, index: usize, source_rate: u32) -> Result<Bo
     match &cf.config.stages[index] {
         StageConfig::Level(c) => Ok(Box::new(LevelStage::new(c, c.rate.unwrap_or(source_rate)))),
         StageConfig::Onnx(c) => crate::onnx::stage::build(c, cf),
+        StageConfig::Cnn(c) => crate::cnn::stage::build(c, cf),
     }
 }
 
