@@ -119,14 +119,11 @@ where
             push_live(&mut ring, frames, samples, &ctl);
         },
         move |e: cpal::Error| {
-            // Over-runs and a refused real-time priority are glitches, not the end of the stream.
-            if matches!(
-                e.kind(),
-                cpal::ErrorKind::Xrun | cpal::ErrorKind::RealtimeDenied
-            ) {
+            // The error callback runs on cpal's worker thread, not in the audio callback: it may log and lock.
+            if !devices::is_fatal(&e) {
+                tracing::warn!("capture stream: {e}");
                 return;
             }
-            // The error callback is not the audio callback: it may lock and allocate.
             if let Ok(mut slot) = failure.lock() {
                 slot.get_or_insert_with(|| e.to_string());
             }
