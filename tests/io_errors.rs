@@ -1,7 +1,7 @@
 //! Bad input yields one clear line naming the file (or config key) and the reason — never a panic.
 
 use sigflow::config::ConfigFile;
-use sigflow::io::{check_sink, check_source, open_source};
+use sigflow::io::{check_sink, check_source, open_sink, open_source};
 use std::path::Path;
 
 fn config_in(dir: &Path, text: &str) -> ConfigFile {
@@ -240,4 +240,9 @@ fn missing_playback_device() {
         msg.contains(":7:1: sink[0].device: no output device \"alsa:nowhere\""),
         "{msg}"
     );
+    let opened = match open_sink(&cf, 0, 16_000) {
+        Ok(_) => panic!("open_sink should fail"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(opened, msg);
 }

@@ -233,13 +233,20 @@ fn no_allocation_per_call_after_warm_up() {
         r.process(&input[..1000], &mut out);
         let before = counting::count();
         let mut pos = 1000;
-        for n in [1usize, 7, 160, 480, 1023, 4096, 0, 333].iter().cycle().take(60) {
+        for n in [1usize, 7, 160, 480, 1023, 4096, 0, 333]
+            .iter()
+            .cycle()
+            .take(60)
+        {
             let n = (*n).min(input.len() - pos);
             r.process(&input[pos..pos + n], &mut out);
             pos += n;
         }
         r.finish(&mut out);
         let allocations = counting::count() - before;
-        assert_eq!(allocations, 0, "{from}->{to}: {allocations} allocations while streaming");
+        assert_eq!(
+            allocations, 0,
+            "{from}->{to}: {allocations} allocations while streaming"
+        );
     }
 }

@@ -394,3 +394,15 @@ pub struct DevicesArgs {
 pub fn run(args: &DevicesArgs) -> Result<()> {
     print(args.json)
 }
+
+/// Whether a stream error ends the stream. Over-runs, a refused real-time priority and transient backend errors
+/// (the ALSA backend keeps running after them) are glitches; a vanished or invalidated device is the end.
+pub fn is_fatal(e: &cpal::Error) -> bool {
+    matches!(
+        e.kind(),
+        cpal::ErrorKind::DeviceNotAvailable
+            | cpal::ErrorKind::DeviceChanged
+            | cpal::ErrorKind::StreamInvalidated
+            | cpal::ErrorKind::HostUnavailable
+    )
+}
