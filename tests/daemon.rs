@@ -514,7 +514,12 @@ fn every_shipped_file_config_passes_check() {
             continue;
         }
         let out = sigflow(&["check", p.to_str().expect("utf8")]);
-        assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         n += 1;
     }
     assert!(n >= 2, "only {n} file-based configs");

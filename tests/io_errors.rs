@@ -65,10 +65,15 @@ fn handmade_wav(path: &Path, tag: u16, channels: u16, bits: u16, data_len: u32) 
     std::fs::write(path, b).unwrap();
 }
 
+/// The message names the config key (`file:line:col: source.path:`) and then the WAV file and the reason.
 fn expect_file_error(msg: &str, file: &Path, reason: &str) {
     assert!(
-        msg.starts_with(&format!("{}: ", file.display())),
-        "should start with the file name: {msg}"
+        msg.contains(":3:1: source.path: "),
+        "should name the config key: {msg}"
+    );
+    assert!(
+        msg.contains(&format!("source.path: {}: ", file.display())),
+        "should name the file: {msg}"
     );
     assert!(msg.contains(reason), "should say {reason:?}: {msg}");
 }

@@ -40,8 +40,16 @@ fn shipped_live_configs_pass_check() {
     for entry in std::fs::read_dir(&root).expect("configs/") {
         let p = entry.expect("entry").path();
         if p.extension().is_some_and(|e| e == "toml") {
-            let out = Command::new(bin()).args(["check", p.to_str().expect("utf8")]).output().expect("check");
-            assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(bin())
+                .args(["check", p.to_str().expect("utf8")])
+                .output()
+                .expect("check");
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }
@@ -94,7 +102,10 @@ format = "float32"
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "sigflow did not stop after SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "sigflow did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let stderr = child
@@ -115,11 +126,18 @@ format = "float32"
     // Content, not start time: find where the heard signal sits in the reference.
     let lag = best_lag(&reference, &heard);
     let (want, got) = overlap(&reference, &heard, lag);
-    assert!(want.len() > 16_000 * 3, "only {} overlapping samples (lag {lag})", want.len());
+    assert!(
+        want.len() > 16_000 * 3,
+        "only {} overlapping samples (lag {lag})",
+        want.len()
+    );
     // The capture file is 16-bit; the device path resamples nothing (device opened at the file's rate), so only
     // quantisation and the 32→16 kHz resampler separate the two.
     let err = error_db(got, want);
-    assert!(err < -40.0, "heard differs from the recording by {err:.1} dB");
+    assert!(
+        err < -40.0,
+        "heard differs from the recording by {err:.1} dB"
+    );
 
     let events = std::fs::read_to_string(audio.path("events.jsonl")).expect("events");
     let levels: Vec<serde_json::Value> = events
@@ -129,7 +147,11 @@ format = "float32"
         .collect();
     // One level per 100 ms of what was heard (within a window), stamped in device-rate samples.
     let expect = heard.len() / 1_600;
-    assert!(levels.len().abs_diff(expect) <= 1, "{} levels for {expect} windows", levels.len());
+    assert!(
+        levels.len().abs_diff(expect) <= 1,
+        "{} levels for {expect} windows",
+        levels.len()
+    );
     for (k, e) in levels.iter().enumerate() {
         assert_eq!(e["sample"].as_u64(), Some(3_200 * (k as u64 + 1)));
     }
