@@ -188,3 +188,18 @@ fn tachycardia_alarm_fires_with_a_low_threshold() {
         .collect();
     assert_eq!(alarms.first(), Some(&("tachycardia", true)), "{alarms:?}");
 }
+
+#[test]
+fn bundled_configs_check() {
+    for name in ["configs/ecg-monitor.toml", "configs/live-mic.toml"] {
+        let cf = ConfigFile::load(&root().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut onnx_stages = 0;
+        for (i, s) in cf.config.stages.iter().enumerate() {
+            if let StageConfig::Onnx(c) = s {
+                stage::check(c, &cf, i).unwrap_or_else(|e| panic!("{name}: {e}"));
+                onnx_stages += 1;
+            }
+        }
+        assert_eq!(onnx_stages, 1, "{name}");
+    }
+}
