@@ -262,7 +262,7 @@ pub enum StageConfig {
     /// RMS / peak meter with an activity detector.
     Level(LevelStageConfig),
     /// A stateful ONNX model through ONNX Runtime (e.g. Silero VAD).
-    Onnx(crate::onnx::stage::OnnxStageConfig),
+    Onnx(Box<crate::onnx::stage::OnnxStageConfig>),
 }
 
 impl StageConfig {
@@ -491,7 +491,7 @@ fn stage_config(v: &DeValue<'_>) -> Result<StageConfig, TomlError> {
     let (kind, rest) = tagged(v, "stage")?;
     Ok(match kind.as_str() {
         "level" => StageConfig::Level(value(&rest)?),
-        "onnx" => StageConfig::Onnx(value(&rest)?),
+        "onnx" => StageConfig::Onnx(Box::new(value(&rest)?)),
         other => return Err(unknown_kind("stage", other, &["level", "onnx"], v)),
     })
 }
