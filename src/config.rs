@@ -262,9 +262,9 @@ pub enum StageConfig {
     /// RMS / peak meter with an activity detector.
     Level(LevelStageConfig),
     /// A stateful ONNX model through ONNX Runtime (e.g. Silero VAD).
-    Onnx(crate::onnx::stage::OnnxStageConfig),
+    Onnx(Box<crate::onnx::stage::OnnxStageConfig>),
     /// A 1-D CNN (ONNX) run by the streaming CNN engine on overlapping windows.
-    Cnn(crate::cnn::stage::CnnStageConfig),
+    Cnn(Box<crate::cnn::stage::CnnStageConfig>),
 }
 
 impl StageConfig {
@@ -494,8 +494,8 @@ fn stage_config(v: &DeValue<'_>) -> Result<StageConfig, TomlError> {
     let (kind, rest) = tagged(v, "stage")?;
     Ok(match kind.as_str() {
         "level" => StageConfig::Level(value(&rest)?),
-        "onnx" => StageConfig::Onnx(value(&rest)?),
-        "cnn" => StageConfig::Cnn(value(&rest)?),
+        "onnx" => StageConfig::Onnx(Box::new(value(&rest)?)),
+        "cnn" => StageConfig::Cnn(Box::new(value(&rest)?)),
         other => return Err(unknown_kind("stage", other, &["level", "onnx", "cnn"], v)),
     })
 }

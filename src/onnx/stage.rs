@@ -124,7 +124,7 @@ fn resolve(
         }
     };
     let required = |v: &Option<String>, key: &str, default: &str| -> Result<String> {
-        match (v, vad) {
+        match (v, vad || beats) {
             (Some(s), _) => Ok(s.clone()),
             (None, true) => Ok(default.to_string()),
             (None, false) => {
@@ -153,7 +153,13 @@ fn resolve(
             return Err(cf.error_at(&at("name"), "`chunk` is required without a preset"))
         }
     };
-    let context = cfg.context.unwrap_or(if vad { chunk / 8 } else { 0 });
+    let context = cfg.context.unwrap_or(if vad {
+        chunk / 8
+    } else if beats {
+        254
+    } else {
+        0
+    });
     let state = match (&cfg.state, vad) {
         (Some(s), _) => s
             .iter()

@@ -232,8 +232,12 @@ impl StatefulModel {
         self.frame.extend_from_slice(&self.context);
         self.frame.extend_from_slice(chunk);
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
-        let signal =
-            Tensor::from_array(([1usize, self.frame.len()], self.frame.clone())).map_err(err)?;
+        let shape = if self.input_rank == 3 {
+            vec![1usize, 1, self.frame.len()]
+        } else {
+            vec![1usize, self.frame.len()]
+        };
+        let signal = Tensor::from_array((shape, self.frame.clone())).map_err(err)?;
         inputs.push((Cow::Borrowed(self.spec.input.as_str()), signal.into()));
         for (spec, value) in self.spec.state.iter().zip(&self.state) {
             let t = Tensor::from_array((spec.shape.clone(), value.clone())).map_err(err)?;

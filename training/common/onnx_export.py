@@ -56,3 +56,37 @@ def fold_pads(path: Path) -> None:
         g.initializer.remove(i)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
+
+
+def batchnorm_to_affine(path: Path) -> None:
+    """Replace each remaining BatchNormalization node (one not folded into a Conv, e.g. on the input features) by
+    the per-channel affine map it computes in inference: Mul by scale, then Add of shift, both shaped [C, 1]."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    g = m.graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    nodes = list(g.node)
+    for n in nodes:
+        if n.op_type != "BatchNormalization":
+            continue
+        eps = next((a.f for a in n.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (inits[i].astype(np.float64) for i in n.input[1:5])
+        scale = gamma / np.sqrt(var + eps)
+        shift = beta - mean * scale
+        sn, bn = n.name + "_scale", n.name + "_shift"
+        g.initializer.extend([numpy_helper.from_array(scale.astype(np.float32)[:, None], sn),
+                              numpy_helper.from_array(shift.astype(np.float32)[:, None], bn)])
+        mid = n.output[0] + "_scaled"
+        mul = onnx.helper.make_node("Mul", [n.input[0], sn], [mid], name=n.name + "_mul")
+        add = onnx.helper.make_node("Add", [mid, bn], [n.output[0]], name=n.name + "_add")
+        idx = list(g.node).index(n)
+        g.node.remove(n)
+        g.node.insert(idx, add)
+        g.node.insert(idx, mul)
+    used = {i for n in g.node for i in n.input}
+    for i in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(i)
+    onnx.checker.check_model(m)
+    onnx.save(m, str(path))

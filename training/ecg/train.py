@@ -113,7 +113,7 @@ def main() -> None:
     model = BeatNet()
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    steps = int(args.get("steps", 2500))
+    steps = int(args.get("steps", 1400))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(8.0))
     model.train()

@@ -38,7 +38,7 @@ RATE = 16000
 THRESHOLD = 0.8
 REFRACTORY = 1.0  # s
 HOP = 160
-PS = HERE / "work/real/ps/usr/share/pocketsphinx/test/data"
+PS = HERE.parent / "work/real/ps/usr/share/pocketsphinx/test/data"
 ALSA = Path("/usr/share/sounds/alsa")
 TARGETS = KEYWORDS + [WAKE_WORD]
 
@@ -67,22 +67,32 @@ def load(path: Path) -> np.ndarray:
     return x
 
 
-def stream_detect(sess, x: np.ndarray) -> list[tuple[float, str, float]]:
-    """Detections (time s, label, probability) of the model run every 10 ms over the last 1 s."""
+def stream_probs(sess, x: np.ndarray) -> np.ndarray:
+    """Class probabilities of the model run every 10 ms over the last 1 s: [windows, labels]; window i ends at
+    (i * HOP + RATE) / RATE - 0.5 s of the file."""
     # half a second of faint noise on both sides, so words at the very start or end of a file are seen whole
     pad = np.random.default_rng(0).standard_normal(RATE // 2) * 1e-4
     feats = logmel(np.concatenate([pad, x, pad]), RATE)
+    w = train.FRAMES
+    return np.stack([probs(sess, feats[:, i:i + w]) for i in range(0, feats.shape[1] - w + 1)])
+
+
+def detect(ps: np.ndarray, threshold: float) -> list[tuple[float, str, float]]:
+    """Detections (time s, label, probability): a keyword's probability reaches `threshold`, then the same label
+    is silent for REFRACTORY."""
     out = []
     last: dict[str, float] = {}
-    w = train.FRAMES
-    ps = [probs(sess, feats[:, i:i + w]) for i in range(0, feats.shape[1] - w + 1)]
     for i, p in enumerate(ps):
         t = (i * HOP + RATE) / RATE - 0.5
         for k in range(2, len(LABELS)):
-            if p[k] >= THRESHOLD and t - last.get(LABELS[k], -1e9) >= REFRACTORY:
+            if p[k] >= threshold and t - last.get(LABELS[k], -1e9) >= REFRACTORY:
                 last[LABELS[k]] = t
                 out.append((round(t, 2), LABELS[k], float(p[k])))
     return out
+
+
+def stream_detect(sess, x: np.ndarray, threshold: float = THRESHOLD) -> list[tuple[float, str, float]]:
+    return detect(stream_probs(sess, x), threshold)
 
 
 def held_out(sess) -> dict:
@@ -120,11 +130,7 @@ def held_out(sess) -> dict:
 def real(sess) -> dict:
     pos = [(ALSA / f"{a}_{b}.wav", b.lower()) for a in ("Front", "Rear", "Side") for b in ("Left", "Right")]
     pos.append((PS / "goforward.raw", "go"))
-    recall = []
-    for path, word in pos:
-        det = stream_detect(sess, load(path))
-        recall.append({"file": path.name, "word": word, "detected": any(l == word for _, l, _ in det),
-                       "detections": det})
+    pos_probs = [(path, word, stream_probs(sess, load(path))) for path, word in pos]
     # real speech without (or with transcribed) keywords
     speech = [(ROOT / "audio/pyannote_sample.wav", (ROOT / "audio/pyannote_sample.stm").read_text())]
     for f in sorted((PS / "librivox").glob("*.wav")):
@@ -133,40 +139,72 @@ def real(sess) -> dict:
         speech.append((f, (PS / "cards/cards.transcription").read_text()))
     for f in sorted((PS / "tidigits").glob("*.raw")):
         speech.append((f, (PS / "tidigits/tidigits.lsn").read_text()))
+    speech_probs = []
     speech_seconds = 0.0
-    false_speech = []
     for path, transcript in speech:
         x = load(path)
         speech_seconds += len(x) / RATE
         words = set(transcript.lower().replace("?", " ").replace(".", " ").replace(",", " ").split())
-        for t, label, p in stream_detect(sess, x):
-            if label.replace("hey_sigflow", "sigflow") not in words:
-                false_speech.append({"file": path.name, "time": t, "label": label, "p": round(p, 3)})
+        speech_probs.append((path.name, words, stream_probs(sess, x)))
     rng = np.random.default_rng(11)
     bg_seconds = 0.0
-    false_bg = []
+    bg_probs = []
     for k in range(30):
         x = train.colored_noise(rng, 60 * RATE) * 10 ** (rng.uniform(-70, -15) / 20)
         if k % 3 == 0:
             t = np.arange(len(x)) / RATE
             x = x + 10 ** (rng.uniform(-50, -20) / 20) * np.sin(2 * np.pi * rng.choice([50, 60]) * t)
         bg_seconds += len(x) / RATE
-        for t, label, p in stream_detect(sess, x):
-            false_bg.append({"segment": k, "time": t, "label": label, "p": round(p, 3)})
+        bg_probs.append((f"noise{k}", stream_probs(sess, x)))
     noise = load(ALSA / "Noise.wav")
     bg_seconds += len(noise) / RATE
-    for t, label, p in stream_detect(sess, noise):
-        false_bg.append({"file": "Noise.wav", "time": t, "label": label, "p": round(p, 3)})
-    hits = sum(r["detected"] for r in recall)
-    return {
-        "recall_real": {"hits": hits, "total": len(recall), "recall": round(hits / len(recall), 3), "files": recall},
-        "false_accepts_real_speech": {"count": len(false_speech), "seconds": round(speech_seconds, 1),
-                                      "per_hour": round(len(false_speech) / speech_seconds * 3600, 1),
-                                      "events": false_speech},
-        "false_accepts_background": {"count": len(false_bg), "seconds": round(bg_seconds, 1),
-                                     "per_hour": round(len(false_bg) / bg_seconds * 3600, 2), "events": false_bg},
-        "threshold": THRESHOLD, "refractory_s": REFRACTORY,
-    }
+    bg_probs.append(("Noise.wav", stream_probs(sess, noise)))
+
+    demo = load(ROOT / "audio/speech_with_keywords.wav")
+    demo_probs = stream_probs(sess, demo)
+    truth = [line.split("\t") for line in (ROOT / "audio/speech_with_keywords.tsv").read_text().splitlines()[1:]]
+    truth = [(float(a), float(b), lab) for a, b, lab in truth]
+
+    by_threshold = {}
+    for thr in (0.8, 0.9, 0.95):
+        # the bundled demo: a keyword counts when detected between its start and 1 s after its end
+        det = detect(demo_probs, thr)
+        used = set()
+        demo_hits = 0
+        for a, b, lab in truth:
+            for j, (t, l, _) in enumerate(det):
+                if j not in used and l == lab and a <= t <= b + 1.0:
+                    used.add(j)
+                    demo_hits += 1
+                    break
+        demo_false = [d for j, d in enumerate(det) if j not in used]
+        recall = []
+        for path, word, ps in pos_probs:
+            det = detect(ps, thr)
+            recall.append({"file": path.name, "word": word, "detected": any(lab == word for _, lab, _ in det),
+                           "detections": det})
+        false_speech = []
+        for name, words, ps in speech_probs:
+            for t, label, p in detect(ps, thr):
+                if label.replace("hey_sigflow", "sigflow") not in words:
+                    false_speech.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
+        false_bg = []
+        for name, ps in bg_probs:
+            for t, label, p in detect(ps, thr):
+                false_bg.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
+        hits = sum(r["detected"] for r in recall)
+        by_threshold[str(thr)] = {
+            "demo_speech_with_keywords": {"hits": demo_hits, "keywords": len(truth), "other_detections": demo_false},
+            "recall_real": {"hits": hits, "total": len(recall), "recall": round(hits / len(recall), 3),
+                            "files": recall},
+            "false_accepts_real_speech": {"count": len(false_speech), "seconds": round(speech_seconds, 1),
+                                          "per_hour": round(len(false_speech) / speech_seconds * 3600, 1),
+                                          "events": false_speech},
+            "false_accepts_background": {"count": len(false_bg), "seconds": round(bg_seconds, 1),
+                                         "per_hour": round(len(false_bg) / bg_seconds * 3600, 2),
+                                         "events": false_bg},
+        }
+    return {"by_threshold": by_threshold, "refractory_s": REFRACTORY}
 
 
 def main():
@@ -174,15 +212,16 @@ def main():
     out = {"held_out_voices": held_out(sess), "real_recordings": real(sess)}
     (HERE / "metrics.json").write_text(json.dumps(out, indent=1) + "\n")
     h = out["held_out_voices"]
-    r = out["real_recordings"]
-    print(json.dumps({"held_out_clean": {k: v for k, v in h["clean"].items() if k != "confusion"},
-                      "held_out_noisy": {k: v for k, v in h["noisy"].items() if k != "confusion"},
-                      "recall_real": {k: v for k, v in r["recall_real"].items() if k != "files"},
-                      "fa_speech": {k: v for k, v in r["false_accepts_real_speech"].items()},
-                      "fa_background": {k: v for k, v in r["false_accepts_background"].items() if k != "events"}},
-                     indent=1))
+    for cond in ("clean", "noisy"):
+        print(cond, {k: v for k, v in h[cond].items() if k != "confusion"})
+    for thr, r in out["real_recordings"]["by_threshold"].items():
+        print(f"threshold {thr}: demo {r['demo_speech_with_keywords']['hits']}/{r['demo_speech_with_keywords']['keywords']} "
+              f"(+{len(r['demo_speech_with_keywords']['other_detections'])} other), real recall {r['recall_real']['hits']}/{r['recall_real']['total']}, "
+              f"false accepts on real speech {r['false_accepts_real_speech']['count']} in "
+              f"{r['false_accepts_real_speech']['seconds']} s, on background {r['false_accepts_background']['count']} "
+              f"in {r['false_accepts_background']['seconds']} s")
     print("labels:", LABELS)
-    print("confusion (clean, rows = truth):")
+    print("confusion (held-out voices, clean, rows = truth):")
     for lab, row in zip(LABELS, h["clean"]["confusion"]):
         print(f"{lab:>12} " + " ".join(f"{v:4d}" for v in row))
 

@@ -6,8 +6,9 @@
 
 Input: log-mel features of 1 s of 16 kHz audio exactly as training/common/logmel.py defines them (n_fft 400, hop
 160, 40 mels) → [1, 40, 98]. Model: causal dilated 1-D convolutions over time (pads folded into the Conv nodes),
-global average pooling over time, a linear layer and softmax over LABELS (words.py). Augmentation: time shift,
-gain, coloured noise at random SNR, synthetic room reverberation. Voices in synth.HELD_OUT never enter training.
+global average pooling over time (ReduceMean), a linear layer and softmax over LABELS (words.py); the input
+BatchNorm is exported as a per-channel Mul + Add. Augmentation: time shift,
+gain, coloured noise at random SNR, synthetic room reverberation; SpecAugment masks on the features. Voices in synth.HELD_OUT never enter training.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "training/common"))
 from logmel import logmel  # noqa: E402
-from onnx_export import fold_pads  # noqa: E402
-from words import KEYWORDS, LABELS, WAKE_WORD  # noqa: E402
+from onnx_export import batchnorm_to_affine, fold_pads  # noqa: E402
+from words import EXCLUDED_UNKNOWN, KEYWORDS, LABELS, WAKE_WORD  # noqa: E402
 
 RATE = 16000
 WINDOW = RATE  # 1 s
@@ -126,7 +127,7 @@ def features(x):
 
 
 def load_corpus():
-    index = json.loads((WORK / "index.json").read_text())
+    index = [r for r in json.loads((WORK / "index.json").read_text()) if r["word"] not in EXCLUDED_UNKNOWN]
     clips = {}
     for r in index:
         clips[r["file"]] = np.load(WORK / "clips" / r["file"]).astype(np.float64)
@@ -175,17 +176,38 @@ def make_epoch(rng, train, clips, unknown_n, background_n, keyword_repeat):
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.asarray(ys))
 
 
+def spec_augment(x):
+    """Two frequency masks (≤ 6 mels) and two time masks (≤ 10 frames) per example, filled with the example's
+    mean; a random level shift of ±2 (log domain, i.e. gain). Applied on the fly to the cached feature sets."""
+    x = x.clone()
+    b, f, t = x.shape
+    fill = x.mean(dim=(1, 2), keepdim=True)
+    for _ in range(2):
+        w = torch.randint(0, 7, (b,))
+        f0 = (torch.rand(b) * (f - w)).long()
+        fr = torch.arange(f)[None, :]
+        m = (fr >= f0[:, None]) & (fr < (f0 + w)[:, None])
+        x = torch.where(m[:, :, None], fill, x)
+        w = torch.randint(0, 11, (b,))
+        t0 = (torch.rand(b) * (t - w)).long()
+        tr = torch.arange(t)[None, :]
+        m = (tr >= t0[:, None]) & (tr < (t0 + w)[:, None])
+        x = torch.where(m[:, None, :], fill, x)
+    return x + (torch.rand(b, 1, 1) * 4 - 2)
+
+
 def export(model, path):
     model.eval()
     x = torch.zeros(1, N_MELS, FRAMES)
     torch.onnx.export(model, (x,), str(path), input_names=["logmel"], output_names=["probs"], opset_version=17,
                       dynamo=False)
     fold_pads(path)
+    batchnorm_to_affine(path)
 
 
 def main():
     args = dict(a.split("=") for a in sys.argv[1:])
-    epochs = int(args.get("epochs", 16))
+    epochs = int(args.get("epochs", 36))
     torch.manual_seed(0)
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -202,7 +224,13 @@ def main():
     # Augmented feature sets are computed once and cycled (features cost more than training steps here).
     sets = []
     for k in range(int(args.get("sets", 2))):
-        sets.append(make_epoch(rng, train, clips, unknown_n=1500, background_n=700, keyword_repeat=3))
+        cache = WORK / f"features_set{k}.npz"
+        if cache.exists():  # same seed, same corpus: the same windows
+            z = np.load(cache)
+            sets.append((torch.from_numpy(z["x"]), torch.from_numpy(z["y"])))
+        else:
+            sets.append(make_epoch(rng, train, clips, unknown_n=1500, background_n=700, keyword_repeat=5))
+            np.savez(cache, x=sets[-1][0].numpy(), y=sets[-1][1].numpy())
         print(f"feature set {k}: {len(sets[-1][1])} windows ({time.time() - t0:.0f} s)", flush=True)
     for ep in range(epochs):
         x, y = sets[ep % len(sets)]
@@ -214,7 +242,7 @@ def main():
         total, correct, loss_sum = 0, 0, 0.0
         for i in range(0, len(y), 64):
             idx = perm[i:i + 64]
-            out = model.logits(x[idx])
+            out = model.logits(spec_augment(x[idx]))
             loss = lossf(out, y[idx])
             opt.zero_grad()
             loss.backward()

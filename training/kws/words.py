@@ -22,7 +22,10 @@ bright ride rate wrong own only off-road of often office top shop stopped stomp 
 hay hey say sig flow signal flower sick slow sticks sigma
 """.split()
 
-SENTENCE_FILLERS = []
+# Synthesised but left out of training and evaluation: they begin with a keyword ("left-over", "going" …), so a
+# 1 s window that holds them also holds the keyword.
+EXCLUDED_UNKNOWN = {"left-over", "off-road", "stopped", "going", "upper", "yesterday", "nobody", "often", "office",
+                    "only", "own", "onto"}
 
 
 def tts_text(word: str) -> str:
