@@ -2,3 +2,7 @@
 //! ([`isa::Isa`]) and property-tested against the reference.
 
 pub mod isa;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
+pub mod quant;

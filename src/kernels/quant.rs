@@ -1,0 +1,286 @@
+//! Weight formats for the matrix kernels and their conversion at load time.
+//!
+//! A [`Weights`] matrix is stored row-major as `rows × cols` (one row per output feature, the layout of a PyTorch
+//! `nn.Linear` weight), in one of four formats:
+//! - `F32`, `Bf16` (upper 16 bits of an f32),
+//! - `Q8`: blocks of [`QK`] = 32 signed 8-bit values with one f32 scale per block (like ggml's Q8_0),
+//! - `Q4`: blocks of 32 4-bit values (stored offset by 8, two per byte: byte `j` of a block holds element `j` in its
+//!   low nibble and element `j + 16` in its high nibble) with one f32 scale per block (like Q4_0).
+//!
+//! For the quantised formats the activations are quantised too ([`QuantActs`]: 8-bit per block of 32 with a scale),
+//! so the inner products run on integers (AVX-512 VNNI / AVX2 `maddubs`).
+
+use half::bf16;
+
+/// Block length of the quantised formats.
+pub const QK: usize = 32;
+
+/// How a weight matrix is stored in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    Bf16,
+    Q8,
+    Q4,
+}
+
+impl DType {
+    /// Parse `f32`, `bf16`, `q8` or `q4`.
+    pub fn parse(s: &str) -> Option<DType> {
+        match s {
+            "f32" => Some(DType::F32),
+            "bf16" => Some(DType::Bf16),
+            "q8" => Some(DType::Q8),
+            "q4" => Some(DType::Q4),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::Bf16 => "bf16",
+            DType::Q8 => "q8",
+            DType::Q4 => "q4",
+        }
+    }
+
+    /// Whether matrices of this type use quantised activations.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, DType::Q8 | DType::Q4)
+    }
+}
+
+/// The storage of a weight matrix.
+#[derive(Debug, Clone)]
+pub enum WeightData {
+    F32(Vec<f32>),
+    Bf16(Vec<u16>),
+    /// `qs`: rows × cols signed values; `d`: one scale per block of 32 (rows × cols/32).
+    Q8 { qs: Vec<i8>, d: Vec<f32> },
+    /// `qs`: rows × cols/2 bytes (two values per byte); `d`: one scale per block.
+    Q4 { qs: Vec<u8>, d: Vec<f32> },
+}
+
+/// A `rows × cols` matrix (row = output feature).
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: WeightData,
+}
+
+/// Round to the nearest bf16 (ties to even), as PyTorch's `.to(torch.bfloat16)` does.
+pub fn f32_to_bf16_bits(x: f32) -> u16 {
+    bf16::from_f32(x).to_bits()
+}
+
+pub fn bf16_bits_to_f32(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+impl Weights {
+    /// Convert a row-major f32 matrix to `dtype`. Quantised types need `cols` to be a multiple of 32.
+    pub fn from_f32(rows: usize, cols: usize, v: &[f32], dtype: DType) -> Result<Weights, String> {
+        if v.len() != rows * cols {
+            return Err(format!(
+                "expected {rows}×{cols} = {} values, got {}",
+                rows * cols,
+                v.len()
+            ));
+        }
+        if dtype.is_quantized() && cols % QK != 0 {
+            return Err(format!(
+                "{} needs the input dimension to be a multiple of {QK}, got {cols}",
+                dtype.name()
+            ));
+        }
+        let data = match dtype {
+            DType::F32 => WeightData::F32(v.to_vec()),
+            DType::Bf16 => WeightData::Bf16(v.iter().map(|&x| f32_to_bf16_bits(x)).collect()),
+            DType::Q8 => {
+                let mut qs = vec![0i8; v.len()];
+                let mut d = vec![0f32; v.len() / QK];
+                for (b, (src, dst)) in v.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
+                    d[b] = quantize_block_q8(src, dst);
+                }
+                WeightData::Q8 { qs, d }
+            }
+            DType::Q4 => {
+                let mut qs = vec![0u8; v.len() / 2];
+                let mut d = vec![0f32; v.len() / QK];
+                for (b, (src, dst)) in v
+                    .chunks_exact(QK)
+                    .zip(qs.chunks_exact_mut(QK / 2))
+                    .enumerate()
+                {
+                    let amax = src.iter().fold(0f32, |m, &x| m.max(x.abs()));
+                    let scale = amax / 7.0;
+                    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                    let q = |x: f32| ((x * inv).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
+                    for j in 0..QK / 2 {
+                        dst[j] = q(src[j]) | (q(src[j + QK / 2]) << 4);
+                    }
+                    d[b] = scale;
+                }
+                WeightData::Q4 { qs, d }
+            }
+        };
+        Ok(Weights { rows, cols, data })
+    }
+
+    /// Convert bf16 bits (as stored in a checkpoint) to `dtype`; `Bf16` keeps the bits unchanged.
+    pub fn from_bf16_bits(
+        rows: usize,
+        cols: usize,
+        v: &[u16],
+        dtype: DType,
+    ) -> Result<Weights, String> {
+        if dtype == DType::Bf16 {
+            if v.len() != rows * cols {
+                return Err(format!(
+                    "expected {rows}×{cols} = {} values, got {}",
+                    rows * cols,
+                    v.len()
+                ));
+            }
+            return Ok(Weights {
+                rows,
+                cols,
+                data: WeightData::Bf16(v.to_vec()),
+            });
+        }
+        let f: Vec<f32> = v.iter().map(|&b| bf16_bits_to_f32(b)).collect();
+        Weights::from_f32(rows, cols, &f, dtype)
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self.data {
+            WeightData::F32(_) => DType::F32,
+            WeightData::Bf16(_) => DType::Bf16,
+            WeightData::Q8 { .. } => DType::Q8,
+            WeightData::Q4 { .. } => DType::Q4,
+        }
+    }
+
+    /// Bytes a full pass over the matrix reads (values + scales).
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            WeightData::F32(v) => v.len() * 4,
+            WeightData::Bf16(v) => v.len() * 2,
+            WeightData::Q8 { qs, d } => qs.len() + d.len() * 4,
+            WeightData::Q4 { qs, d } => qs.len() + d.len() * 4,
+        }
+    }
+
+    /// Row `r` as f32 (dequantised); used for embedding lookup and tests.
+    pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
+        let c = self.cols;
+        match &self.data {
+            WeightData::F32(v) => out.copy_from_slice(&v[r * c..(r + 1) * c]),
+            WeightData::Bf16(v) => {
+                for (o, &b) in out.iter_mut().zip(&v[r * c..(r + 1) * c]) {
+                    *o = bf16_bits_to_f32(b);
+                }
+            }
+            WeightData::Q8 { qs, d } => {
+                for (j, o) in out.iter_mut().enumerate() {
+                    let i = r * c + j;
+                    *o = qs[i] as f32 * d[i / QK];
+                }
+            }
+            WeightData::Q4 { qs, d } => {
+                let nb = c / QK;
+                for b in 0..nb {
+                    let blk = &qs[(r * nb + b) * QK / 2..(r * nb + b + 1) * QK / 2];
+                    let s = d[r * nb + b];
+                    for j in 0..QK / 2 {
+                        out[b * QK + j] = ((blk[j] & 15) as i32 - 8) as f32 * s;
+                        out[b * QK + j + QK / 2] = ((blk[j] >> 4) as i32 - 8) as f32 * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Quantise 32 values to signed 8 bits; returns the scale.
+pub fn quantize_block_q8(src: &[f32], dst: &mut [i8]) -> f32 {
+    let amax = src.iter().fold(0f32, |m, &x| m.max(x.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    for (o, &x) in dst.iter_mut().zip(src) {
+        *o = (x * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
+/// Activations quantised per block of 32 for the integer kernels: `n` rows (tokens) of `cols` values.
+/// A reusable buffer: [`QuantActs::quantize`] only allocates when it grows.
+#[derive(Debug, Default, Clone)]
+pub struct QuantActs {
+    pub n: usize,
+    pub cols: usize,
+    /// n × cols signed values.
+    pub qs: Vec<i8>,
+    /// One scale per block.
+    pub d: Vec<f32>,
+    /// Sum of the quantised values of each block (for the offset correction of unsigned weight codes).
+    pub sum: Vec<i32>,
+    /// Per-block scale repeated 8 times (one per 32-bit lane of the block's partial sums).
+    pub d_lanes: Vec<f32>,
+    /// Per-block `scale × sum / 8` repeated 8 times.
+    pub ds_lanes: Vec<f32>,
+}
+
+impl QuantActs {
+    /// Quantise `x` (n × cols, row-major). `cols` must be a multiple of 32.
+    pub fn quantize(&mut self, x: &[f32], n: usize, cols: usize) {
+        debug_assert_eq!(x.len(), n * cols);
+        debug_assert_eq!(cols % QK, 0);
+        self.n = n;
+        self.cols = cols;
+        let nb = n * cols / QK;
+        self.qs.resize(n * cols, 0);
+        self.d.resize(nb, 0.0);
+        self.sum.resize(nb, 0);
+        self.d_lanes.resize(nb * 8, 0.0);
+        self.ds_lanes.resize(nb * 8, 0.0);
+        for b in 0..nb {
+            let dst = &mut self.qs[b * QK..(b + 1) * QK];
+            let scale = quantize_block_q8(&x[b * QK..(b + 1) * QK], dst);
+            let s: i32 = dst.iter().map(|&q| q as i32).sum();
+            self.d[b] = scale;
+            self.sum[b] = s;
+            self.d_lanes[b * 8..b * 8 + 8].fill(scale);
+            self.ds_lanes[b * 8..b * 8 + 8].fill(scale * s as f32 / 8.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_and_q4_roundtrip_is_close() {
+        let cols = 64;
+        let v: Vec<f32> = (0..2 * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        for (dt, tol) in [(DType::Q8, 0.02), (DType::Q4, 0.3), (DType::Bf16, 0.01)] {
+            let w = Weights::from_f32(2, cols, &v, dt).unwrap();
+            let mut row = vec![0f32; cols];
+            for r in 0..2 {
+                w.row_to_f32(r, &mut row);
+                for j in 0..cols {
+                    assert!((row[j] - v[r * cols + j]).abs() <= tol, "{dt:?} {r} {j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantised_types_need_whole_blocks() {
+        assert!(Weights::from_f32(1, 40, &[0.0; 40], DType::Q8).is_err());
+        assert!(Weights::from_f32(1, 40, &[0.0; 40], DType::F32).is_ok());
+    }
+}
