@@ -37,6 +37,8 @@ pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     threads: usize,
+    /// Serialises `run` calls from different threads (the job slot holds one job at a time).
+    busy: Mutex<()>,
 }
 
 const SPIN_ROUNDS: usize = 200_000;
@@ -67,6 +69,7 @@ impl ThreadPool {
             shared,
             workers,
             threads,
+            busy: Mutex::new(()),
         }
     }
 
@@ -86,6 +89,7 @@ impl ThreadPool {
             }
             return;
         }
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
         // SAFETY: all workers finished the previous generation (we waited for `finished` below before returning),
         // so none reads `job` now. The pointer's lifetime is erased; it is cleared before this function returns,

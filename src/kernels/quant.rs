@@ -114,9 +114,10 @@ impl Weights {
                     .zip(qs.chunks_exact_mut(QK / 2))
                     .enumerate()
                 {
-                    let amax = src.iter().fold(0f32, |m, &x| m.max(x.abs()));
-                    let scale = amax / 7.0;
-                    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                    // The value of largest magnitude maps to code 0 (−8): all 16 levels are used.
+                    let vmax = src.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+                    let scale = vmax / -8.0;
+                    let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
                     let q = |x: f32| ((x * inv).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
                     for j in 0..QK / 2 {
                         dst[j] = q(src[j]) | (q(src[j + QK / 2]) << 4);

@@ -1,0 +1,1 @@
+//! `sigflow generate` and `sigflow bench lfm2`.
