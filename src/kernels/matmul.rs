@@ -124,7 +124,32 @@ pub fn matmul_input(path: Path, w: &Weights, inp: Input<'_>, n: usize, y: &mut [
         let r0 = task * per;
         let r1 = (r0 + per).min(rows);
         let mut acc = [0f32; NT];
-        for r in r0..r1 {
+        let mut r = r0;
+        #[cfg(target_arch = "x86_64")]
+        if path == Path::Avx512 {
+            // Several rows per tile: fewer reductions and loop overheads per weight byte (decode) and shared
+            // activation loads (prefill).
+            const MR: usize = 4;
+            let mut acc4 = [[0f32; NT]; MR];
+            while r + MR <= r1 {
+                let mut t0 = 0;
+                while t0 < n {
+                    let nt = (n - t0).min(NT);
+                    // SAFETY: `Path::Avx512` is only selected when AVX-512 F/BW/VNNI were detected; rows
+                    // r..r + MR < rows and tokens t0..t0 + nt < n.
+                    unsafe { avx512::tile_rows::<MR>(w, r, inp, t0, nt, &mut acc4) };
+                    for (m, accm) in acc4.iter().enumerate() {
+                        for (i, &v) in accm.iter().enumerate().take(nt) {
+                            // SAFETY: inside `y` (n × rows); each element is written by exactly one task.
+                            unsafe { *out.0.add((t0 + i) * rows + r + m) = v };
+                        }
+                    }
+                    t0 += nt;
+                }
+                r += MR;
+            }
+        }
+        for r in r..r1 {
             let mut t0 = 0;
             while t0 < n {
                 let nt = (n - t0).min(NT);
@@ -308,79 +333,106 @@ mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Integer block pair kernel shared by q8 and q4: `u` holds 64 unsigned weight codes (2 blocks) whose true value
-    /// is `code - off`; accumulates `dw · dx · Σ (code - off)·x` into `acc` for each token.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn pair(
-        u: __m512i,
-        dwl: __m512,
-        a: &QuantActs,
-        nb: usize,
-        b: usize,
+    /// Prefetch hint for weight bytes a later tile reads (the same column of the next group of rows: rows of a
+    /// matrix are contiguous, so this runs one tile ahead of the hardware's view of the streams).
+    #[inline(always)]
+    fn prefetch(p: *const u8) {
+        // SAFETY: prefetch is a hint; it never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+    }
+
+    /// One tile of `MR` consecutive weight rows `r0..r0 + MR` against tokens `t0..t0 + nt`:
+    /// `out[m][i] = dot(W[r0 + m], x[t0 + i])`.
+    ///
+    /// # Safety
+    /// Needs AVX-512 F/BW/VNNI; rows and tokens within the matrix and input.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub unsafe fn tile_rows<const MR: usize>(
+        w: &Weights,
+        r0: usize,
+        inp: Input<'_>,
         t0: usize,
         nt: usize,
-        off: __m512,
-        acc: &mut [__m512; NT],
+        out: &mut [[f32; NT]; MR],
     ) {
-        for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
-            let blk = (t0 + i) * nb + b;
-            // SAFETY: blocks blk and blk + 1 (64 values, 16 lane scales) lie inside the quantised input buffers.
-            let (xv, dl, dsl) = unsafe {
-                (
-                    _mm512_loadu_si512(a.qs.as_ptr().add(blk * QK) as *const __m512i),
-                    _mm512_loadu_ps(a.d_lanes.as_ptr().add(blk * 8)),
-                    _mm512_loadu_ps(a.ds_lanes.as_ptr().add(blk * 8)),
-                )
-            };
-            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xv);
-            let t = _mm512_fnmadd_ps(dsl, off, _mm512_mul_ps(dl, _mm512_cvtepi32_ps(dot)));
-            *acc_i = _mm512_fmadd_ps(dwl, t, *acc_i);
+        // Monomorphise on the token count so the accumulators stay in registers (fully unrolled loops).
+        // SAFETY (all four calls): same contract as this function.
+        match nt {
+            1 => unsafe { tile_rows_n::<MR, 1>(w, r0, inp, t0, out) },
+            2 => unsafe { tile_rows_n::<MR, 2>(w, r0, inp, t0, out) },
+            3 => unsafe { tile_rows_n::<MR, 3>(w, r0, inp, t0, out) },
+            _ => unsafe { tile_rows_n::<MR, NT>(w, r0, inp, t0, out) },
         }
     }
 
+    /// [`tile_rows`] for exactly `N` tokens.
+    ///
     /// # Safety
-    /// Needs AVX-512 F/BW/VNNI; `r`, `t0 + nt` within the matrix and input.
+    /// As [`tile_rows`].
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-    pub unsafe fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
+    unsafe fn tile_rows_n<const MR: usize, const N: usize>(
+        w: &Weights,
+        r0: usize,
+        inp: Input<'_>,
+        t0: usize,
+        out: &mut [[f32; NT]; MR],
+    ) {
+        let nt = N;
         let c = w.cols;
-        let mut acc = [_mm512_setzero_ps(); NT];
-        let mut tail = [0f32; NT];
+        let mut acc = [[_mm512_setzero_ps(); N]; MR];
+        let mut tail = [[0f32; N]; MR];
         match (&w.data, inp) {
             (WeightData::F32(v), Input::F32 { x, .. }) => {
-                let row = &v[r * c..(r + 1) * c];
                 let main = c / 16 * 16;
                 for j in (0..main).step_by(16) {
-                    // SAFETY: j + 16 <= c, inside `row`.
-                    let wv = unsafe { _mm512_loadu_ps(row.as_ptr().add(j)) };
-                    for (i, a) in acc.iter_mut().enumerate().take(nt) {
+                    let mut wv = [_mm512_setzero_ps(); MR];
+                    for m in 0..MR {
+                        let p = v[(r0 + m) * c..].as_ptr();
+                        // SAFETY: j + 16 <= c, inside row r0 + m.
+                        wv[m] = unsafe { _mm512_loadu_ps(p.add(j)) };
+                        prefetch(p.wrapping_add(j + MR * c) as *const u8);
+                    }
+                    for i in 0..nt {
                         // SAFETY: token row t0 + i of `x` has c values.
                         let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + j)) };
-                        *a = _mm512_fmadd_ps(wv, xv, *a);
+                        for m in 0..MR {
+                            acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                        }
                     }
                 }
-                for (i, tl) in tail.iter_mut().enumerate().take(nt) {
-                    for j in main..c {
-                        *tl += row[j] * x[(t0 + i) * c + j];
+                for m in 0..MR {
+                    for i in 0..nt {
+                        for j in main..c {
+                            tail[m][i] += v[(r0 + m) * c + j] * x[(t0 + i) * c + j];
+                        }
                     }
                 }
             }
             (WeightData::Bf16(v), Input::F32 { x, .. }) => {
-                let row = &v[r * c..(r + 1) * c];
                 let main = c / 16 * 16;
                 for j in (0..main).step_by(16) {
-                    // SAFETY: j + 16 <= c u16 values inside `row`.
-                    let h = unsafe { _mm256_loadu_si256(row.as_ptr().add(j) as *const __m256i) };
-                    let wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-                    for (i, a) in acc.iter_mut().enumerate().take(nt) {
+                    let mut wv = [_mm512_setzero_ps(); MR];
+                    for m in 0..MR {
+                        let p = v[(r0 + m) * c..].as_ptr();
+                        // SAFETY: j + 16 <= c u16 values inside row r0 + m.
+                        let h = unsafe { _mm256_loadu_si256(p.add(j) as *const __m256i) };
+                        prefetch(p.wrapping_add(j + MR * c) as *const u8);
+                        wv[m] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+                    }
+                    for i in 0..nt {
                         // SAFETY: token row t0 + i of `x` has c values.
                         let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + j)) };
-                        *a = _mm512_fmadd_ps(wv, xv, *a);
+                        for m in 0..MR {
+                            acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                        }
                     }
                 }
-                for (i, tl) in tail.iter_mut().enumerate().take(nt) {
-                    for j in main..c {
-                        *tl += bf16_bits_to_f32(row[j]) * x[(t0 + i) * c + j];
+                for m in 0..MR {
+                    for i in 0..nt {
+                        for j in main..c {
+                            tail[m][i] += bf16_bits_to_f32(v[(r0 + m) * c + j]) * x[(t0 + i) * c + j];
+                        }
                     }
                 }
             }
@@ -391,28 +443,37 @@ mod avx512 {
                 let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
                 let mut b = 0;
                 while b + 2 <= nb {
-                    let base = r * nb + b;
-                    // SAFETY: blocks b, b + 1 of row r (64 bytes, 2 scales) are inside `qs` and `d`.
-                    let (wv, d2) = unsafe {
-                        (
-                            _mm512_loadu_si512(qs.as_ptr().add(base * QK) as *const __m512i),
-                            _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(base) as *const f64)),
-                        )
-                    };
-                    // Signed codes + 128 = unsigned codes (xor of the sign bit), corrected by 128·sum(x).
-                    let u = _mm512_xor_si512(wv, flip);
-                    let dwl = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
+                    let mut u = [_mm512_setzero_si512(); MR];
+                    let mut dwl = [_mm512_setzero_ps(); MR];
+                    for m in 0..MR {
+                        let base = (r0 + m) * nb + b;
+                        let p = qs[base * QK..].as_ptr();
+                        // SAFETY: blocks b, b + 1 of row r0 + m (64 bytes, 2 scales) are inside `qs` and `d`.
+                        let (wv, d2) = unsafe {
+                            (
+                                _mm512_loadu_si512(p as *const __m512i),
+                                _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(base) as *const f64)),
+                            )
+                        };
+                        prefetch(p.wrapping_add(MR * c) as *const u8);
+                        // Signed codes + 128 = unsigned codes (xor of the sign bit), corrected by 128·sum(x).
+                        u[m] = _mm512_xor_si512(wv, flip);
+                        dwl[m] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
+                    }
                     // SAFETY: features enabled for this function; indices checked above.
-                    unsafe { pair(u, dwl, a, nb, b, t0, nt, off, &mut acc) };
+                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, b, t0, off, &mut acc) };
                     b += 2;
                 }
                 if b < nb {
-                    let wq = &qs[(r * nb + b) * QK..(r * nb + b + 1) * QK];
-                    for (i, tl) in tail.iter_mut().enumerate().take(nt) {
-                        let blk = (t0 + i) * nb + b;
-                        let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                        let dot: i32 = wq.iter().zip(xq).map(|(&p, &q)| p as i32 * q as i32).sum();
-                        *tl += d[r * nb + b] * a.d[blk] * dot as f32;
+                    for m in 0..MR {
+                        let r = r0 + m;
+                        let wq = &qs[(r * nb + b) * QK..(r * nb + b + 1) * QK];
+                        for i in 0..nt {
+                            let blk = (t0 + i) * nb + b;
+                            let xq = &a.qs[blk * QK..(blk + 1) * QK];
+                            let dot: i32 = wq.iter().zip(xq).map(|(&p, &q)| p as i32 * q as i32).sum();
+                            tail[m][i] += d[r * nb + b] * a.d[blk] * dot as f32;
+                        }
                     }
                 }
             }
@@ -423,43 +484,98 @@ mod avx512 {
                 let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
                 let mut b = 0;
                 while b + 2 <= nb {
-                    let base = r * nb + b;
-                    // SAFETY: blocks b, b + 1 of row r (32 bytes, 2 scales) are inside `qs` and `d`.
-                    let (v, d2) = unsafe {
-                        (
-                            _mm256_loadu_si256(qs.as_ptr().add(base * QK / 2) as *const __m256i),
-                            _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(base) as *const f64)),
-                        )
-                    };
-                    let lo = _mm256_and_si256(v, low);
-                    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                    // [lo0 lo1 hi0 hi1] (128-bit lanes) → [lo0 hi0 lo1 hi1] = element order of the two blocks.
-                    let cat = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-                    let u = _mm512_shuffle_i64x2(cat, cat, 0b11_01_10_00);
-                    let dwl = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
+                    let mut u = [_mm512_setzero_si512(); MR];
+                    let mut dwl = [_mm512_setzero_ps(); MR];
+                    for m in 0..MR {
+                        let base = (r0 + m) * nb + b;
+                        let p = qs[base * QK / 2..].as_ptr();
+                        // SAFETY: blocks b, b + 1 of row r0 + m (32 bytes, 2 scales) are inside `qs` and `d`.
+                        let (v, d2) = unsafe {
+                            (
+                                _mm256_loadu_si256(p as *const __m256i),
+                                _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(base) as *const f64)),
+                            )
+                        };
+                        prefetch(p.wrapping_add(MR * c / 2) as *const u8);
+                        let lo = _mm256_and_si256(v, low);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                        // [lo0 lo1 hi0 hi1] (128-bit lanes) → [lo0 hi0 lo1 hi1] = element order of the 2 blocks.
+                        let cat = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                        u[m] = _mm512_shuffle_i64x2(cat, cat, 0b11_01_10_00);
+                        dwl[m] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
+                    }
                     // SAFETY: features enabled for this function; indices checked above.
-                    unsafe { pair(u, dwl, a, nb, b, t0, nt, off, &mut acc) };
+                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, b, t0, off, &mut acc) };
                     b += 2;
                 }
                 if b < nb {
-                    let wq = &qs[(r * nb + b) * QK / 2..(r * nb + b + 1) * QK / 2];
-                    for (i, tl) in tail.iter_mut().enumerate().take(nt) {
-                        let blk = (t0 + i) * nb + b;
-                        let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                        let mut dot = 0i32;
-                        for j in 0..QK / 2 {
-                            dot += ((wq[j] & 15) as i32 - 8) * xq[j] as i32;
-                            dot += ((wq[j] >> 4) as i32 - 8) * xq[j + QK / 2] as i32;
+                    for m in 0..MR {
+                        let r = r0 + m;
+                        let wq = &qs[(r * nb + b) * QK / 2..(r * nb + b + 1) * QK / 2];
+                        for i in 0..nt {
+                            let blk = (t0 + i) * nb + b;
+                            let xq = &a.qs[blk * QK..(blk + 1) * QK];
+                            let mut dot = 0i32;
+                            for j in 0..QK / 2 {
+                                dot += ((wq[j] & 15) as i32 - 8) * xq[j] as i32;
+                                dot += ((wq[j] >> 4) as i32 - 8) * xq[j + QK / 2] as i32;
+                            }
+                            tail[m][i] += d[r * nb + b] * a.d[blk] * dot as f32;
                         }
-                        *tl += d[r * nb + b] * a.d[blk] * dot as f32;
                     }
                 }
             }
             _ => panic!("weight format and input kind do not match"),
         }
-        for i in 0..nt {
-            out[i] = _mm512_reduce_add_ps(acc[i]) + tail[i];
+        for m in 0..MR {
+            for i in 0..nt {
+                out[m][i] = _mm512_reduce_add_ps(acc[m][i]) + tail[m][i];
+            }
         }
+    }
+
+    /// Integer block-pair kernel shared by q8 and q4: `u[m]` holds 64 unsigned weight codes (2 blocks) of row `m`
+    /// whose true value is `code - off`; accumulates `dw · dx · Σ (code - off)·x` into `acc[m][i]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn pairs<const MR: usize, const N: usize>(
+        u: &[__m512i; MR],
+        dwl: &[__m512; MR],
+        a: &QuantActs,
+        nb: usize,
+        b: usize,
+        t0: usize,
+        off: __m512,
+        acc: &mut [[__m512; N]; MR],
+    ) {
+        for i in 0..N {
+            let blk = (t0 + i) * nb + b;
+            // SAFETY: blocks blk and blk + 1 (64 values, 16 lane scales) lie inside the quantised input buffers.
+            let (xv, dl, dsl) = unsafe {
+                (
+                    _mm512_loadu_si512(a.qs.as_ptr().add(blk * QK) as *const __m512i),
+                    _mm512_loadu_ps(a.d_lanes.as_ptr().add(blk * 8)),
+                    _mm512_loadu_ps(a.ds_lanes.as_ptr().add(blk * 8)),
+                )
+            };
+            let corr = _mm512_mul_ps(dsl, off);
+            for m in 0..MR {
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[m], xv);
+                let t = _mm512_fmsub_ps(dl, _mm512_cvtepi32_ps(dot), corr);
+                acc[m][i] = _mm512_fmadd_ps(dwl[m], t, acc[m][i]);
+            }
+        }
+    }
+
+    /// # Safety
+    /// Needs AVX-512 F/BW/VNNI; `r`, `t0 + nt` within the matrix and input.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub unsafe fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
+        let mut o = [[0f32; NT]; 1];
+        // SAFETY: same contract as this function.
+        unsafe { tile_rows::<1>(w, r, inp, t0, nt, &mut o) };
+        *out = o[0];
     }
 }
 

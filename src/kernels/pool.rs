@@ -3,31 +3,39 @@
 //! `ThreadPool::run(n_tasks, f)` calls `f(task)` for every task in `0..n_tasks`, on the calling thread and the
 //! pool's workers, and returns when all are done. Nothing is allocated per call: the job is handed to the workers
 //! as a borrowed trait object through shared atomics. Workers spin briefly for the next job (a decode step issues
-//! about a hundred calls back to back) and then sleep on a condition variable.
+//! about a hundred calls back to back) and then sleep on a condition variable. Tasks are claimed one at a time, and
+//! the caller only waits for tasks that were claimed: on a busy machine a worker that is not scheduled in time
+//! simply does no work for that call instead of stalling it.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 type Job = dyn Fn(usize) + Sync;
 
+/// Packed claim word: generation (high 32 bits) | number of tasks (16 bits) | next task (16 bits).
+fn pack(gen: u64, n_tasks: u64, next: u64) -> u64 {
+    (gen << 32) | (n_tasks << 16) | next
+}
+
 struct Shared {
-    /// Incremented for every new job; workers wait for it to change. `usize::MAX` means "shut down".
-    generation: AtomicUsize,
-    /// The current job. Written by the caller only while no worker reads it (all finished the previous job).
+    /// The current job's claim word. A worker takes a task with a compare-and-swap that also checks the
+    /// generation, so a worker that wakes up late can never take a task of a job that already finished.
+    claim: AtomicU64,
+    /// The current job. Written by the caller only when no claimed task is running.
     job: UnsafeCell<Option<*const Job>>,
-    n_tasks: AtomicUsize,
-    next_task: AtomicUsize,
-    /// Workers that finished the current job.
-    finished: AtomicUsize,
+    /// Tasks of the current job that have completed.
+    completed: AtomicUsize,
+    shutdown: AtomicBool,
     sleep_lock: Mutex<()>,
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the thread that owns the pool while all workers are idle (they have reported
-// `finished` for the previous generation and only read `job` after observing a new generation with Acquire
-// ordering, which the writer publishes with Release). The pointed-to closure is `Sync`.
+// SAFETY: `job` is written only by the thread that owns the pool, and only while no task of the previous job is
+// running (all claimed tasks completed). A worker reads it only after successfully claiming a task of the current
+// generation (Acquire on the claim word, which the writer published with Release after storing the job), and the
+// writer cannot replace or clear it until that task reports completion. The pointed-to closure is `Sync`.
 unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw pointer is only dereferenced under the protocol described on `Sync`.
 unsafe impl Send for Shared {}
@@ -38,21 +46,21 @@ pub struct ThreadPool {
     workers: Vec<JoinHandle<()>>,
     threads: usize,
     /// Serialises `run` calls from different threads (the job slot holds one job at a time).
-    busy: Mutex<()>,
+    busy: Mutex<u64>,
 }
 
-const SPIN_ROUNDS: usize = 200_000;
+const SPIN_ROUNDS: usize = 100_000;
+const MAX_TASKS: usize = 0xFFFF;
 
 impl ThreadPool {
     /// A pool using `threads` threads in total (the caller counts as one; `threads - 1` workers are spawned).
     pub fn new(threads: usize) -> ThreadPool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            generation: AtomicUsize::new(0),
+            claim: AtomicU64::new(0),
             job: UnsafeCell::new(None),
-            n_tasks: AtomicUsize::new(0),
-            next_task: AtomicUsize::new(0),
-            finished: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -69,7 +77,7 @@ impl ThreadPool {
             shared,
             workers,
             threads,
-            busy: Mutex::new(()),
+            busy: Mutex::new(0),
         }
     }
 
@@ -79,6 +87,7 @@ impl ThreadPool {
     }
 
     /// Run `f(task)` for each task in `0..n_tasks` across the pool; returns when all tasks are done.
+    /// The caller works too, so the call completes even if no worker gets scheduled.
     pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if n_tasks == 0 {
             return;
@@ -89,33 +98,39 @@ impl ThreadPool {
             }
             return;
         }
-        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if n_tasks > MAX_TASKS {
+            // Group tasks so the count fits the claim word.
+            let per = n_tasks.div_ceil(MAX_TASKS);
+            let groups = n_tasks.div_ceil(per);
+            return self.run(groups, &|g| {
+                for t in g * per..((g + 1) * per).min(n_tasks) {
+                    f(t);
+                }
+            });
+        }
+        let mut gen_guard = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        *gen_guard = (*gen_guard + 1) & 0xFFFF_FFFF;
+        let gen = *gen_guard;
         let s = &*self.shared;
-        // SAFETY: all workers finished the previous generation (we waited for `finished` below before returning),
-        // so none reads `job` now. The pointer's lifetime is erased; it is cleared before this function returns,
-        // and workers only use it between observing the new generation and incrementing `finished`.
+        // SAFETY: no task of an earlier job is running (we waited for all to complete before the previous `run`
+        // returned), and no worker can claim a task of the new generation before the Release store below. The
+        // lifetime is erased; the pointer is only used while this call waits for the tasks to complete.
         unsafe {
             let erased: *const Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f);
             *s.job.get() = Some(erased);
         }
-        s.n_tasks.store(n_tasks, Ordering::Relaxed);
-        s.next_task.store(0, Ordering::Relaxed);
-        s.finished.store(0, Ordering::Relaxed);
-        s.generation.fetch_add(1, Ordering::Release);
+        s.completed.store(0, Ordering::Relaxed);
+        s.claim.store(pack(gen, n_tasks as u64, 0), Ordering::Release);
         {
             let _g = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        loop {
-            let t = s.next_task.fetch_add(1, Ordering::Relaxed);
-            if t >= n_tasks {
-                break;
-            }
+        while let Some(t) = claim(s, gen) {
             f(t);
+            s.completed.fetch_add(1, Ordering::Release);
         }
-        let n_workers = self.workers.len();
         let mut spins = 0usize;
-        while s.finished.load(Ordering::Acquire) < n_workers {
+        while s.completed.load(Ordering::Acquire) < n_tasks {
             spins += 1;
             if spins < SPIN_ROUNDS {
                 std::hint::spin_loop();
@@ -123,20 +138,35 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        // SAFETY: every worker has finished this generation; nobody reads `job` until the next generation.
-        unsafe {
-            *s.job.get() = None;
+    }
+}
+
+/// Take the next task of generation `gen`, if any is left.
+fn claim(s: &Shared, gen: u64) -> Option<usize> {
+    let mut v = s.claim.load(Ordering::Acquire);
+    loop {
+        let (g, n, next) = (v >> 32, (v >> 16) & 0xFFFF, v & 0xFFFF);
+        if g != gen || next >= n {
+            return None;
+        }
+        match s.claim.compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(next as usize),
+            Err(cur) => v = cur,
         }
     }
 }
 
 fn worker_loop(s: &Shared) {
-    let mut seen = 0usize;
+    let mut seen = 0u64;
     loop {
         let mut spins = 0usize;
         let gen = loop {
-            let g = s.generation.load(Ordering::Acquire);
-            if g != seen {
+            if s.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let v = s.claim.load(Ordering::Acquire);
+            let (g, n, next) = (v >> 32, (v >> 16) & 0xFFFF, v & 0xFFFF);
+            if g != seen && next < n {
                 break g;
             }
             spins += 1;
@@ -144,40 +174,33 @@ fn worker_loop(s: &Shared) {
                 std::hint::spin_loop();
             } else {
                 let guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
-                if s.generation.load(Ordering::Acquire) == seen {
+                let v = s.claim.load(Ordering::Acquire);
+                if v >> 32 == seen || (v & 0xFFFF) >= ((v >> 16) & 0xFFFF) {
                     let _unused = s
                         .wake
-                        .wait_timeout(guard, std::time::Duration::from_millis(50))
+                        .wait_timeout(guard, std::time::Duration::from_millis(20))
                         .unwrap_or_else(|e| e.into_inner());
                 }
                 spins = 0;
             }
         };
-        if gen == usize::MAX {
-            return;
-        }
         seen = gen;
-        // SAFETY: the caller stored the job before publishing this generation with Release; we loaded it with
-        // Acquire. The closure stays alive until every worker increments `finished`, which happens below.
-        let job = unsafe { *s.job.get() };
-        if let Some(job) = job {
-            let n_tasks = s.n_tasks.load(Ordering::Relaxed);
-            loop {
-                let t = s.next_task.fetch_add(1, Ordering::Relaxed);
-                if t >= n_tasks {
-                    break;
-                }
-                // SAFETY: see above: the pointer is valid for the duration of this generation.
+        while let Some(t) = claim(s, gen) {
+            // SAFETY: we hold a claimed, not yet completed task of generation `gen`, so the caller is still
+            // inside `run` for this job and has not replaced the job slot (see `Shared`).
+            let job = unsafe { *s.job.get() };
+            if let Some(job) = job {
+                // SAFETY: as above, the closure outlives this call.
                 unsafe { (*job)(t) };
             }
+            s.completed.fetch_add(1, Ordering::Release);
         }
-        s.finished.fetch_add(1, Ordering::Release);
     }
 }
 
 impl Drop for ThreadPool {
     fn drop(&mut self) {
-        self.shared.generation.store(usize::MAX, Ordering::Release);
+        self.shared.shutdown.store(true, Ordering::Release);
         {
             let _g = self.shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_all();
@@ -200,7 +223,6 @@ pub fn split_range(n: usize, parts: usize, part: usize, align: usize) -> std::op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn every_task_runs_exactly_once() {

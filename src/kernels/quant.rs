@@ -96,10 +96,20 @@ impl Weights {
             ));
         }
         let data = match dtype {
-            DType::F32 => WeightData::F32(v.to_vec()),
-            DType::Bf16 => WeightData::Bf16(v.iter().map(|&x| f32_to_bf16_bits(x)).collect()),
+            DType::F32 => {
+                let mut o = huge_vec::<f32>(v.len());
+                o.copy_from_slice(v);
+                WeightData::F32(o)
+            }
+            DType::Bf16 => {
+                let mut o = huge_vec::<u16>(v.len());
+                for (d, &x) in o.iter_mut().zip(v) {
+                    *d = f32_to_bf16_bits(x);
+                }
+                WeightData::Bf16(o)
+            }
             DType::Q8 => {
-                let mut qs = vec![0i8; v.len()];
+                let mut qs = huge_vec::<i8>(v.len());
                 let mut d = vec![0f32; v.len() / QK];
                 for (b, (src, dst)) in v.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
                     d[b] = quantize_block_q8(src, dst);
@@ -107,7 +117,7 @@ impl Weights {
                 WeightData::Q8 { qs, d }
             }
             DType::Q4 => {
-                let mut qs = vec![0u8; v.len() / 2];
+                let mut qs = huge_vec::<u8>(v.len() / 2);
                 let mut d = vec![0f32; v.len() / QK];
                 for (b, (src, dst)) in v
                     .chunks_exact(QK)
@@ -145,10 +155,12 @@ impl Weights {
                     v.len()
                 ));
             }
+            let mut o = huge_vec::<u16>(v.len());
+            o.copy_from_slice(v);
             return Ok(Weights {
                 rows,
                 cols,
-                data: WeightData::Bf16(v.to_vec()),
+                data: WeightData::Bf16(o),
             });
         }
         let f: Vec<f32> = v.iter().map(|&b| bf16_bits_to_f32(b)).collect();
@@ -203,6 +215,33 @@ impl Weights {
             }
         }
     }
+}
+
+/// A zeroed vector whose pages the kernel is asked to back with transparent huge pages (fewer TLB misses when
+/// a decode step streams hundreds of MB of weights). The request is advisory: it is ignored where unsupported.
+pub fn huge_vec<T: Copy + Default>(n: usize) -> Vec<T> {
+    let v = vec![T::default(); n];
+    advise_huge_pages(v.as_ptr() as *const u8, std::mem::size_of_val(v.as_slice()));
+    v
+}
+
+/// Ask for transparent huge pages on the whole 2 MB pages inside `[ptr, ptr + len)` (Linux; no-op elsewhere).
+pub fn advise_huge_pages(ptr: *const u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = (ptr as usize).div_ceil(HUGE) * HUGE;
+        let end = (ptr as usize + len) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside an allocation we own; MADV_HUGEPAGE only changes how the kernel backs
+            // it and never its contents. A failure is harmless and ignored.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
 }
 
 /// Quantise 32 values to signed 8 bits; returns the scale.

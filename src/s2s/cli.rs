@@ -176,7 +176,11 @@ pub struct BenchLfm2Result {
 /// Sustained read bandwidth (GB/s) of `threads` threads streaming a buffer much larger than the caches.
 pub fn measure_read_bandwidth(pool: &ThreadPool, bytes: usize, passes: usize) -> f64 {
     let n = bytes / 8;
-    let buf: Vec<u64> = (0..n as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+    // Same page treatment as the weights (huge pages where the kernel grants them).
+    let mut buf: Vec<u64> = crate::kernels::quant::huge_vec(n);
+    for (i, v) in buf.iter_mut().enumerate() {
+        *v = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
     let parts = pool.threads();
     let sums: Vec<std::sync::atomic::AtomicU64> = (0..parts).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
     let mut best = 0f64;
