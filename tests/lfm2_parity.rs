@@ -10,7 +10,9 @@ use sigflow::s2s::weights::Checkpoint;
 use std::path::PathBuf;
 
 fn dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lfm2").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lfm2")
+        .join(name)
 }
 
 struct Expected {
@@ -24,14 +26,22 @@ fn expected(name: &str) -> Expected {
     let ck = Checkpoint::open(&dir(name).join("expected")).unwrap_or_else(|_| {
         // expected.safetensors is not named model.safetensors: open it through a temporary directory link.
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::copy(dir(name).join("expected.safetensors"), tmp.path().join("model.safetensors")).unwrap();
+        std::fs::copy(
+            dir(name).join("expected.safetensors"),
+            tmp.path().join("model.safetensors"),
+        )
+        .unwrap();
         let ck = Checkpoint::open(tmp.path()).unwrap();
         std::mem::forget(tmp);
         ck
     });
     let (p, ps) = ck.i64_any("prompts").unwrap();
     let (g, gs) = ck.i64_any("greedy").unwrap();
-    let rows = |v: &[i64], s: &[usize]| -> Vec<Vec<u32>> { v.chunks(s[1]).map(|r| r.iter().map(|&x| x as u32).collect()).collect() };
+    let rows = |v: &[i64], s: &[usize]| -> Vec<Vec<u32>> {
+        v.chunks(s[1])
+            .map(|r| r.iter().map(|&x| x as u32).collect())
+            .collect()
+    };
     Expected {
         prompts: rows(&p, &ps),
         hidden: ck.f32_any("last_hidden").unwrap().0,
@@ -51,7 +61,9 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 fn prefill(model: &Lfm2, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
     let mut st = model.new_state(64);
     let (mut h, mut l) = (Vec::new(), Vec::new());
-    model.forward(ids, &mut st, &mut h, Some(&mut l), true).unwrap();
+    model
+        .forward(ids, &mut st, &mut h, Some(&mut l), true)
+        .unwrap();
     (h, l)
 }
 
@@ -66,19 +78,32 @@ fn check_against_transformers(name: &str) {
             let (h, l) = prefill(&model, p);
             let eh = rel_err(&h, &e.hidden[i * n * hd..(i + 1) * n * hd]);
             let el = rel_err(&l, &e.logits[i * n * v..(i + 1) * n * v]);
-            assert!(eh <= 1e-4, "{name} {path:?} prompt {i}: hidden state relative error {eh}");
-            assert!(el <= 1e-4, "{name} {path:?} prompt {i}: logits relative error {el}");
+            assert!(
+                eh <= 1e-4,
+                "{name} {path:?} prompt {i}: hidden state relative error {eh}"
+            );
+            assert!(
+                el <= 1e-4,
+                "{name} {path:?} prompt {i}: logits relative error {el}"
+            );
             // Greedy continuation by step decode.
             let mut st = model.new_state(64);
             let (mut hb, mut lb) = (Vec::new(), Vec::new());
-            model.forward(p, &mut st, &mut hb, Some(&mut lb), false).unwrap();
+            model
+                .forward(p, &mut st, &mut hb, Some(&mut lb), false)
+                .unwrap();
             let mut got = Vec::new();
             for _ in 0..e.greedy[i].len() {
                 let t = argmax(&lb);
                 got.push(t);
-                model.forward(&[t], &mut st, &mut hb, Some(&mut lb), false).unwrap();
+                model
+                    .forward(&[t], &mut st, &mut hb, Some(&mut lb), false)
+                    .unwrap();
             }
-            assert_eq!(got, e.greedy[i], "{name} {path:?} prompt {i}: greedy continuation");
+            assert_eq!(
+                got, e.greedy[i],
+                "{name} {path:?} prompt {i}: greedy continuation"
+            );
         }
     }
 }
@@ -108,7 +133,9 @@ fn step_decode_equals_prefill() {
                 let (mut hs, mut ls) = (Vec::new(), Vec::new());
                 let mut t = 0;
                 for c in chunks {
-                    model.forward(&ids[t..t + c], &mut st, &mut h, Some(&mut l), true).unwrap();
+                    model
+                        .forward(&ids[t..t + c], &mut st, &mut h, Some(&mut l), true)
+                        .unwrap();
                     hs.extend_from_slice(&h);
                     ls.extend_from_slice(&l);
                     t += c;
@@ -116,7 +143,10 @@ fn step_decode_equals_prefill() {
                 assert_eq!(t, ids.len());
                 let eh = rel_err(&hs, &h_all);
                 let el = rel_err(&ls, &l_all);
-                assert!(eh <= 1e-5 && el <= 1e-5, "{name} {dtype:?}: step vs prefill {eh} {el}");
+                assert!(
+                    eh <= 1e-5 && el <= 1e-5,
+                    "{name} {dtype:?}: step vs prefill {eh} {el}"
+                );
             }
         }
     }
@@ -138,11 +168,16 @@ fn quantised_top1_agreement() {
                 let (_, lq) = prefill(&q, &ids);
                 for t in 0..ids.len() {
                     total += 1;
-                    agree += (argmax(&lf[t * v..(t + 1) * v]) == argmax(&lq[t * v..(t + 1) * v])) as usize;
+                    agree += (argmax(&lf[t * v..(t + 1) * v]) == argmax(&lq[t * v..(t + 1) * v]))
+                        as usize;
                 }
             }
             let frac = agree as f64 / total as f64;
-            println!("{name} {}: top-1 agreement with f32 {agree}/{total} = {:.1} %", dtype.name(), 100.0 * frac);
+            println!(
+                "{name} {}: top-1 agreement with f32 {agree}/{total} = {:.1} %",
+                dtype.name(),
+                100.0 * frac
+            );
             assert!(frac >= min, "{name} {dtype:?}: top-1 agreement {frac}");
         }
     }

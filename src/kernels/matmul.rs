@@ -56,8 +56,16 @@ pub enum Input<'a> {
 }
 
 /// Compute one tile: `out[i] = dot(W[r], x[t0 + i])` for `i < nt` (`nt ≤ NT`).
-pub fn tile(path: Path, w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
-    debug_assert!(nt >= 1 && nt <= NT);
+pub fn tile(
+    path: Path,
+    w: &Weights,
+    r: usize,
+    inp: Input<'_>,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32; NT],
+) {
+    debug_assert!((1..=NT).contains(&nt));
     match path {
         Path::Scalar => scalar::tile(w, r, inp, t0, nt, out),
         #[cfg(target_arch = "x86_64")]
@@ -84,7 +92,14 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 /// `y[n × rows] = x[n × cols] · Wᵀ` on `pool`, quantising `x` into `scratch` first if `W` is q8/q4.
-pub fn matmul(w: &Weights, x: &[f32], n: usize, y: &mut [f32], scratch: &mut QuantActs, pool: &ThreadPool) {
+pub fn matmul(
+    w: &Weights,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut QuantActs,
+    pool: &ThreadPool,
+) {
     matmul_path(Path::best(), w, x, n, y, scratch, pool)
 }
 
@@ -110,7 +125,14 @@ pub fn matmul_path(
 }
 
 /// The product from already prepared input (lets several matrices share one quantised input).
-pub fn matmul_input(path: Path, w: &Weights, inp: Input<'_>, n: usize, y: &mut [f32], pool: &ThreadPool) {
+pub fn matmul_input(
+    path: Path,
+    w: &Weights,
+    inp: Input<'_>,
+    n: usize,
+    y: &mut [f32],
+    pool: &ThreadPool,
+) {
     assert_eq!(y.len(), n * w.rows, "matmul output shape");
     let rows = w.rows;
     let threads = pool.threads();
@@ -183,7 +205,10 @@ pub mod scalar {
                 (WeightData::Bf16(v), Input::F32 { x, .. }) => {
                     let row = &v[r * c..(r + 1) * c];
                     let xs = &x[t * c..(t + 1) * c];
-                    row.iter().zip(xs).map(|(&a, b)| bf16_bits_to_f32(a) * b).sum()
+                    row.iter()
+                        .zip(xs)
+                        .map(|(&a, b)| bf16_bits_to_f32(a) * b)
+                        .sum()
                 }
                 (WeightData::Q8 { qs, d }, Input::Quant(a)) => {
                     let nb = c / QK;
@@ -236,7 +261,15 @@ mod avx2 {
     /// # Safety
     /// Needs AVX2 and FMA; `r`, `t0 + nt` within the matrix and input.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
+    #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by token
+    pub unsafe fn tile(
+        w: &Weights,
+        r: usize,
+        inp: Input<'_>,
+        t0: usize,
+        nt: usize,
+        out: &mut [f32; NT],
+    ) {
         let c = w.cols;
         let mut acc = [_mm256_setzero_ps(); NT];
         let mut tail = [0f32; NT];
@@ -283,13 +316,17 @@ mod avx2 {
                 let ones = _mm256_set1_epi16(1);
                 for b in 0..nb {
                     // SAFETY: block b of row r is inside `qs` (rows × cols values).
-                    let wv = unsafe { _mm256_loadu_si256(qs.as_ptr().add((r * nb + b) * QK) as *const __m256i) };
+                    let wv = unsafe {
+                        _mm256_loadu_si256(qs.as_ptr().add((r * nb + b) * QK) as *const __m256i)
+                    };
                     let aw = _mm256_abs_epi8(wv);
                     let dw = d[r * nb + b];
                     for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
                         let blk = (t0 + i) * nb + b;
                         // SAFETY: block `blk` of the quantised input is inside `a.qs`.
-                        let xv = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i) };
+                        let xv = unsafe {
+                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
+                        };
                         let sx = _mm256_sign_epi8(xv, wv);
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
                         let f = _mm256_cvtepi32_ps(p);
@@ -303,7 +340,9 @@ mod avx2 {
                 let low = _mm_set1_epi8(15);
                 for b in 0..nb {
                     // SAFETY: the 16 bytes of block b of row r are inside `qs`.
-                    let v = unsafe { _mm_loadu_si128(qs.as_ptr().add((r * nb + b) * QK / 2) as *const __m128i) };
+                    let v = unsafe {
+                        _mm_loadu_si128(qs.as_ptr().add((r * nb + b) * QK / 2) as *const __m128i)
+                    };
                     let lo = _mm_and_si128(v, low);
                     let hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
                     let u = _mm256_set_m128i(hi, lo);
@@ -311,10 +350,13 @@ mod avx2 {
                     for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
                         let blk = (t0 + i) * nb + b;
                         // SAFETY: block `blk` of the quantised input is inside `a.qs`.
-                        let xv = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i) };
+                        let xv = unsafe {
+                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
+                        };
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), ones);
                         // Codes are offset by 8: subtract 8·sum(x) spread over the 8 lanes (sum per lane).
-                        let f = _mm256_sub_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.sum[blk] as f32));
+                        let f =
+                            _mm256_sub_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.sum[blk] as f32));
                         *acc_i = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d[blk]), f, *acc_i);
                     }
                 }
@@ -356,11 +398,14 @@ mod avx512 {
         out: &mut [[f32; NT]; MR],
     ) {
         // Monomorphise on the token count so the accumulators stay in registers (fully unrolled loops).
-        // SAFETY (all four calls): same contract as this function.
         match nt {
+            // SAFETY: same contract as this function.
             1 => unsafe { tile_rows_n::<MR, 1>(w, r0, inp, t0, out) },
+            // SAFETY: same contract as this function.
             2 => unsafe { tile_rows_n::<MR, 2>(w, r0, inp, t0, out) },
+            // SAFETY: same contract as this function.
             3 => unsafe { tile_rows_n::<MR, 3>(w, r0, inp, t0, out) },
+            // SAFETY: same contract as this function.
             _ => unsafe { tile_rows_n::<MR, NT>(w, r0, inp, t0, out) },
         }
     }
@@ -371,6 +416,7 @@ mod avx512 {
     /// As [`tile_rows`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by row and token
     unsafe fn tile_rows_n<const MR: usize, const N: usize>(
         w: &Weights,
         r0: usize,
@@ -418,7 +464,8 @@ mod avx512 {
                         // SAFETY: j + 16 <= c u16 values inside row r0 + m.
                         let h = unsafe { _mm256_loadu_si256(p.add(j) as *const __m256i) };
                         prefetch(p.wrapping_add(j + MR * c) as *const u8);
-                        wv[m] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+                        wv[m] =
+                            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
                     }
                     for i in 0..nt {
                         // SAFETY: token row t0 + i of `x` has c values.
@@ -431,7 +478,8 @@ mod avx512 {
                 for m in 0..MR {
                     for i in 0..nt {
                         for j in main..c {
-                            tail[m][i] += bf16_bits_to_f32(v[(r0 + m) * c + j]) * x[(t0 + i) * c + j];
+                            tail[m][i] +=
+                                bf16_bits_to_f32(v[(r0 + m) * c + j]) * x[(t0 + i) * c + j];
                         }
                     }
                 }
@@ -471,7 +519,8 @@ mod avx512 {
                         for i in 0..nt {
                             let blk = (t0 + i) * nb + b;
                             let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                            let dot: i32 = wq.iter().zip(xq).map(|(&p, &q)| p as i32 * q as i32).sum();
+                            let dot: i32 =
+                                wq.iter().zip(xq).map(|(&p, &q)| p as i32 * q as i32).sum();
                             tail[m][i] += d[r * nb + b] * a.d[blk] * dot as f32;
                         }
                     }
@@ -496,7 +545,7 @@ mod avx512 {
                                 _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(base) as *const f64)),
                             )
                         };
-                        prefetch(p.wrapping_add(MR * c / 2) as *const u8);
+                        prefetch(p.wrapping_add(MR * c / 2));
                         let lo = _mm256_and_si256(v, low);
                         let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
                         // [lo0 lo1 hi0 hi1] (128-bit lanes) → [lo0 hi0 lo1 hi1] = element order of the 2 blocks.
@@ -538,7 +587,7 @@ mod avx512 {
     /// whose true value is `code - off`; accumulates `dw · dx · Σ (code - off)·x` into `acc[m][i]`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     unsafe fn pairs<const MR: usize, const N: usize>(
         u: &[__m512i; MR],
         dwl: &[__m512; MR],
@@ -571,7 +620,14 @@ mod avx512 {
     /// # Safety
     /// Needs AVX-512 F/BW/VNNI; `r`, `t0 + nt` within the matrix and input.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-    pub unsafe fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
+    pub unsafe fn tile(
+        w: &Weights,
+        r: usize,
+        inp: Input<'_>,
+        t0: usize,
+        nt: usize,
+        out: &mut [f32; NT],
+    ) {
         let mut o = [[0f32; NT]; 1];
         // SAFETY: same contract as this function.
         unsafe { tile_rows::<1>(w, r, inp, t0, nt, &mut o) };
@@ -588,7 +644,9 @@ mod tests {
     fn check(dtype: DType, rows: usize, cols: usize, n: usize, seed: u64) {
         let mut s = seed;
         let mut next = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
         };
         let wv: Vec<f32> = (0..rows * cols).map(|_| next()).collect();

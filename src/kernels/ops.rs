@@ -78,7 +78,11 @@ mod simd {
         for j in (0..main).step_by(16) {
             // SAFETY: j + 16 <= n, within both slices.
             unsafe {
-                s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(j)), _mm256_loadu_ps(b.as_ptr().add(j)), s0);
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(j)),
+                    _mm256_loadu_ps(b.as_ptr().add(j)),
+                    s0,
+                );
                 s1 = _mm256_fmadd_ps(
                     _mm256_loadu_ps(a.as_ptr().add(j + 8)),
                     _mm256_loadu_ps(b.as_ptr().add(j + 8)),
@@ -110,7 +114,10 @@ mod simd {
             // SAFETY: j + 8 <= n, within both slices.
             unsafe {
                 let p = y.as_mut_ptr().add(j);
-                _mm256_storeu_ps(p, _mm256_fmadd_ps(a, _mm256_loadu_ps(x.as_ptr().add(j)), _mm256_loadu_ps(p)));
+                _mm256_storeu_ps(
+                    p,
+                    _mm256_fmadd_ps(a, _mm256_loadu_ps(x.as_ptr().add(j)), _mm256_loadu_ps(p)),
+                );
             }
         }
         for j in main..n {
@@ -225,6 +232,7 @@ fn erf(x: f64) -> f64 {
 /// `x` is `n × ch` (time-major), `w` is `ch × k` (PyTorch's `Conv1d(groups=ch)` weight without the middle axis),
 /// `state` is `ch × (k - 1)` (oldest first, zeros at stream start). `out[t][c] = bias[c] + Σ_j w[c][j] ·
 /// x̃[t - (k - 1) + j][c]` where `x̃` is the state followed by `x`. The state is updated to the last `k - 1` inputs.
+#[allow(clippy::too_many_arguments)]
 pub fn causal_conv1d(
     x: &[f32],
     n: usize,
@@ -245,7 +253,11 @@ pub fn causal_conv1d(
             for (j, &wj) in wc.iter().enumerate() {
                 // Input index t - m + j: from the state when negative.
                 let idx = t + j;
-                let v = if idx < m { st[idx] } else { x[(idx - m) * ch + c] };
+                let v = if idx < m {
+                    st[idx]
+                } else {
+                    x[(idx - m) * ch + c]
+                };
                 acc += wj * v;
             }
             out[t * ch + c] = acc;
@@ -283,7 +295,19 @@ pub fn attend(
 ) {
     let group = n_heads / n_kv;
     for h in 0..n_heads {
-        attend_head(q, k_cache, v_cache, len, h, group, n_kv, hd, scale, scores, &mut out[h * hd..(h + 1) * hd]);
+        attend_head(
+            q,
+            k_cache,
+            v_cache,
+            len,
+            h,
+            group,
+            n_kv,
+            hd,
+            scale,
+            scores,
+            &mut out[h * hd..(h + 1) * hd],
+        );
     }
 }
 
@@ -342,7 +366,9 @@ pub fn attend_reference(
             .collect();
         softmax(&mut s);
         for i in 0..hd {
-            out[h * hd + i] = (0..len).map(|p| s[p] * v_cache[(p * n_kv + kvh) * hd + i]).sum();
+            out[h * hd + i] = (0..len)
+                .map(|p| s[p] * v_cache[(p * n_kv + kvh) * hd + i])
+                .sum();
         }
     }
     out

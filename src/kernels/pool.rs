@@ -116,11 +116,13 @@ impl ThreadPool {
         // returned), and no worker can claim a task of the new generation before the Release store below. The
         // lifetime is erased; the pointer is only used while this call waits for the tasks to complete.
         unsafe {
-            let erased: *const Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f);
+            let erased: *const Job =
+                std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f);
             *s.job.get() = Some(erased);
         }
         s.completed.store(0, Ordering::Relaxed);
-        s.claim.store(pack(gen, n_tasks as u64, 0), Ordering::Release);
+        s.claim
+            .store(pack(gen, n_tasks as u64, 0), Ordering::Release);
         {
             let _g = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
@@ -149,7 +151,10 @@ fn claim(s: &Shared, gen: u64) -> Option<usize> {
         if g != gen || next >= n {
             return None;
         }
-        match s.claim.compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire) {
+        match s
+            .claim
+            .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
             Ok(_) => return Some(next as usize),
             Err(cur) => v = cur,
         }
@@ -202,7 +207,11 @@ impl Drop for ThreadPool {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::Release);
         {
-            let _g = self.shared.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _g = self
+                .shared
+                .sleep_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             self.shared.wake.notify_all();
         }
         for w in self.workers.drain(..) {

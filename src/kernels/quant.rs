@@ -57,9 +57,15 @@ pub enum WeightData {
     F32(Vec<f32>),
     Bf16(Vec<u16>),
     /// `qs`: rows × cols signed values; `d`: one scale per block of 32 (rows × cols/32).
-    Q8 { qs: Vec<i8>, d: Vec<f32> },
+    Q8 {
+        qs: Vec<i8>,
+        d: Vec<f32>,
+    },
     /// `qs`: rows × cols/2 bytes (two values per byte); `d`: one scale per block.
-    Q4 { qs: Vec<u8>, d: Vec<f32> },
+    Q4 {
+        qs: Vec<u8>,
+        d: Vec<f32>,
+    },
 }
 
 /// A `rows × cols` matrix (row = output feature).
@@ -89,7 +95,7 @@ impl Weights {
                 v.len()
             ));
         }
-        if dtype.is_quantized() && cols % QK != 0 {
+        if dtype.is_quantized() && !cols.is_multiple_of(QK) {
             return Err(format!(
                 "{} needs the input dimension to be a multiple of {QK}, got {cols}",
                 dtype.name()
@@ -125,7 +131,9 @@ impl Weights {
                     .enumerate()
                 {
                     // The value of largest magnitude maps to code 0 (−8): all 16 levels are used.
-                    let vmax = src.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+                    let vmax = src
+                        .iter()
+                        .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
                     let scale = vmax / -8.0;
                     let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
                     let q = |x: f32| ((x * inv).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
@@ -305,7 +313,9 @@ mod tests {
     #[test]
     fn q8_and_q4_roundtrip_is_close() {
         let cols = 64;
-        let v: Vec<f32> = (0..2 * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let v: Vec<f32> = (0..2 * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
         for (dt, tol) in [(DType::Q8, 0.02), (DType::Q4, 0.3), (DType::Bf16, 0.01)] {
             let w = Weights::from_f32(2, cols, &v, dt).unwrap();
             let mut row = vec![0f32; cols];

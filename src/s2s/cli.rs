@@ -68,7 +68,9 @@ pub fn parse_tokens(s: &str) -> Result<Vec<u32>> {
 pub fn generate(args: &GenerateArgs) -> Result<()> {
     let prompt = parse_tokens(&args.tokens)?;
     if prompt.is_empty() {
-        return Err(Error::Other("--tokens: at least one token id is needed".into()));
+        return Err(Error::Other(
+            "--tokens: at least one token id is needed".into(),
+        ));
     }
     let threads = args.threads.unwrap_or_else(default_threads);
     let model = Lfm2::load(&args.checkpoint, args.dtype, threads)?;
@@ -182,7 +184,9 @@ pub fn measure_read_bandwidth(pool: &ThreadPool, bytes: usize, passes: usize) ->
         *v = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
     let parts = pool.threads();
-    let sums: Vec<std::sync::atomic::AtomicU64> = (0..parts).map(|_| std::sync::atomic::AtomicU64::new(0)).collect();
+    let sums: Vec<std::sync::atomic::AtomicU64> = (0..parts)
+        .map(|_| std::sync::atomic::AtomicU64::new(0))
+        .collect();
     let mut best = 0f64;
     for _ in 0..passes {
         let t0 = Instant::now();
@@ -206,11 +210,17 @@ pub fn measure_read_bandwidth(pool: &ThreadPool, bytes: usize, passes: usize) ->
 
 /// Run the LFM2 benchmark.
 pub fn bench_lfm2_run(args: &BenchLfm2Args) -> Result<BenchLfm2Result> {
-    let cfg = Config::preset(&args.shape)
-        .ok_or_else(|| Error::Other(format!("--shape: unknown shape `{}` (expected 350m or 1.2b)", args.shape)))?;
+    let cfg = Config::preset(&args.shape).ok_or_else(|| {
+        Error::Other(format!(
+            "--shape: unknown shape `{}` (expected 350m or 1.2b)",
+            args.shape
+        ))
+    })?;
     let model = Lfm2::random(cfg, args.dtype, args.threads, 42)?;
     let vocab = model.cfg.vocab_size as u32;
-    let prompt: Vec<u32> = (0..args.prefill_tokens as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let prompt: Vec<u32> = (0..args.prefill_tokens as u32)
+        .map(|i| (i * 7919 + 13) % vocab)
+        .collect();
     let (mut hidden, mut logits) = (Vec::new(), Vec::new());
     // Warm-up: touch every weight once and size the scratch buffers.
     {

@@ -85,7 +85,8 @@ pub struct Config {
 impl Config {
     /// Read and check `config.json`.
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
         let f: Lfm2ConfigFile = serde_json::from_str(&text)
             .map_err(|e| Error::file(path, format!("{}:{}: {e}", e.line(), e.column())))?;
         Config::from_config_file(&f).map_err(|m| Error::file(path, m))
@@ -114,7 +115,10 @@ impl Config {
                 .collect::<std::result::Result<_, _>>()?
         } else {
             // transformers' default without either key: every layer is attention.
-            let idx = f.full_attn_idxs.clone().unwrap_or_else(|| (0..f.num_hidden_layers).collect());
+            let idx = f
+                .full_attn_idxs
+                .clone()
+                .unwrap_or_else(|| (0..f.num_hidden_layers).collect());
             if let Some(&bad) = idx.iter().find(|&&i| i >= f.num_hidden_layers) {
                 return Err(format!(
                     "full_attn_idxs: layer {bad} does not exist (num_hidden_layers is {})",
@@ -122,20 +126,26 @@ impl Config {
                 ));
             }
             (0..f.num_hidden_layers)
-                .map(|i| if idx.contains(&i) { LayerKind::Attention } else { LayerKind::Conv })
+                .map(|i| {
+                    if idx.contains(&i) {
+                        LayerKind::Attention
+                    } else {
+                        LayerKind::Conv
+                    }
+                })
                 .collect()
         };
         if f.num_attention_heads == 0 || f.num_key_value_heads == 0 {
             return Err("num_attention_heads and num_key_value_heads must be positive".into());
         }
-        if f.num_attention_heads % f.num_key_value_heads != 0 {
+        if !f.num_attention_heads.is_multiple_of(f.num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 f.num_attention_heads, f.num_key_value_heads
             ));
         }
         let head_dim = f.head_dim.unwrap_or(f.hidden_size / f.num_attention_heads);
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             return Err(format!("head_dim {head_dim} must be even for RoPE"));
         }
         let mut ff = f
@@ -307,7 +317,11 @@ impl Lfm2 {
                 all.extend(ck.f32(name, &[*rows, cols])?);
             }
             let rows: usize = names.iter().map(|(_, r)| r).sum();
-            let bf16_exact = names.iter().all(|(n, _)| ck.raw(n).map(|r| r.dtype == safetensors::Dtype::BF16).unwrap_or(false));
+            let bf16_exact = names.iter().all(|(n, _)| {
+                ck.raw(n)
+                    .map(|r| r.dtype == safetensors::Dtype::BF16)
+                    .unwrap_or(false)
+            });
             let w = if dtype == DType::Bf16 && bf16_exact {
                 let bits: Vec<u16> = all.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
                 Weights::from_bf16_bits(rows, cols, &bits, dtype)
@@ -374,7 +388,9 @@ impl Lfm2 {
             None
         };
         let final_norm = vecf("model.embedding_norm.weight", h)?;
-        Ok(Lfm2::from_parts(cfg, embed, lm_head, final_norm, layers, threads))
+        Ok(Lfm2::from_parts(
+            cfg, embed, lm_head, final_norm, layers, threads,
+        ))
     }
 
     fn from_parts(
@@ -405,7 +421,9 @@ impl Lfm2 {
             let scale = 1.0 / (cols as f32).sqrt();
             let mut v = vec![0f32; rows * cols];
             for x in v.iter_mut() {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 *x = (((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) * scale;
             }
             Weights::from_f32(rows, cols, &v, dtype).map_err(Error::Model)
@@ -417,7 +435,9 @@ impl Lfm2 {
                 LayerKind::Conv => Mixer::Conv {
                     in_proj: rand_matrix(3 * h, h)?,
                     in_bias: None,
-                    conv_w: (0..h * cfg.conv_l).map(|i| ((i % 7) as f32 - 3.0) * 0.1).collect(),
+                    conv_w: (0..h * cfg.conv_l)
+                        .map(|i| ((i % 7) as f32 - 3.0) * 0.1)
+                        .collect(),
                     conv_b: None,
                     out_proj: rand_matrix(h, h)?,
                     out_bias: None,
@@ -438,7 +458,14 @@ impl Lfm2 {
             });
         }
         let embed = rand_matrix(cfg.vocab_size, h)?;
-        Ok(Lfm2::from_parts(cfg, embed, None, vec![1.0; h], layers, threads))
+        Ok(Lfm2::from_parts(
+            cfg,
+            embed,
+            None,
+            vec![1.0; h],
+            layers,
+            threads,
+        ))
     }
 
     /// Use a specific kernel path (tests compare paths; the default is the fastest).
@@ -452,7 +479,12 @@ impl Lfm2 {
         for l in &self.layers {
             b += l.w13.bytes() + l.w2.bytes() + 4 * (l.op_norm.len() + l.ffn_norm.len());
             b += match &l.mixer {
-                Mixer::Conv { in_proj, out_proj, conv_w, .. } => in_proj.bytes() + out_proj.bytes() + 4 * conv_w.len(),
+                Mixer::Conv {
+                    in_proj,
+                    out_proj,
+                    conv_w,
+                    ..
+                } => in_proj.bytes() + out_proj.bytes() + 4 * conv_w.len(),
                 Mixer::Attention { qkv, out_proj, .. } => qkv.bytes() + out_proj.bytes(),
             };
         }
@@ -472,10 +504,24 @@ impl Lfm2 {
             conv: c
                 .layers
                 .iter()
-                .map(|k| if *k == LayerKind::Conv { vec![0.0; c.hidden * (c.conv_l - 1)] } else { Vec::new() })
+                .map(|k| {
+                    if *k == LayerKind::Conv {
+                        vec![0.0; c.hidden * (c.conv_l - 1)]
+                    } else {
+                        Vec::new()
+                    }
+                })
                 .collect(),
-            keys: c.layers.iter().map(|_| Vec::with_capacity(capacity * kv)).collect(),
-            values: c.layers.iter().map(|_| Vec::with_capacity(capacity * kv)).collect(),
+            keys: c
+                .layers
+                .iter()
+                .map(|_| Vec::with_capacity(capacity * kv))
+                .collect(),
+            values: c
+                .layers
+                .iter()
+                .map(|_| Vec::with_capacity(capacity * kv))
+                .collect(),
             s: Scratch::default(),
         }
     }
@@ -507,14 +553,20 @@ impl Lfm2 {
             return Ok(());
         }
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(Error::Model(format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
+            return Err(Error::Model(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                c.vocab_size
+            )));
         }
         let h = c.hidden;
         let s = &mut st.s;
         grow(&mut s.x, n * h);
         grow(&mut s.h, n * h);
         grow(&mut s.out, n * h);
-        grow(&mut s.big, n * (3 * h).max(2 * c.ff_dim).max(c.q_dim() + 2 * c.kv_dim()));
+        grow(
+            &mut s.big,
+            n * (3 * h).max(2 * c.ff_dim).max(c.q_dim() + 2 * c.kv_dim()),
+        );
         grow(&mut s.mid, n * h.max(c.ff_dim).max(c.q_dim()));
         grow(&mut s.attn, n * c.q_dim());
         grow(&mut s.cos, c.head_dim / 2);
@@ -523,10 +575,22 @@ impl Lfm2 {
         let pos0 = st.pos;
         for (li, layer) in self.layers.iter().enumerate() {
             for t in 0..n {
-                ops::rms_norm(&s.x[t * h..(t + 1) * h], &layer.op_norm, c.norm_eps, &mut s.h[t * h..(t + 1) * h]);
+                ops::rms_norm(
+                    &s.x[t * h..(t + 1) * h],
+                    &layer.op_norm,
+                    c.norm_eps,
+                    &mut s.h[t * h..(t + 1) * h],
+                );
             }
             match &layer.mixer {
-                Mixer::Conv { in_proj, in_bias, conv_w, conv_b, out_proj, out_bias } => {
+                Mixer::Conv {
+                    in_proj,
+                    in_bias,
+                    conv_w,
+                    conv_b,
+                    out_proj,
+                    out_bias,
+                } => {
                     self.matmul(in_proj, &s.h[..n * h], n, &mut s.big, &mut s.qa);
                     let bcx = &mut s.big[..n * 3 * h];
                     if let Some(b) = in_bias {
@@ -563,12 +627,22 @@ impl Lfm2 {
                         }
                     }
                 }
-                Mixer::Attention { qkv, q_norm, k_norm, out_proj } => {
+                Mixer::Attention {
+                    qkv,
+                    q_norm,
+                    k_norm,
+                    out_proj,
+                } => {
                     let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
                     let width = qd + 2 * kvd;
                     self.matmul(qkv, &s.h[..n * h], n, &mut s.big, &mut s.qa);
                     for t in 0..n {
-                        ops::rope_cos_sin(pos0 + t, &self.inv_freq, &mut s.cos[..hd / 2], &mut s.sin[..hd / 2]);
+                        ops::rope_cos_sin(
+                            pos0 + t,
+                            &self.inv_freq,
+                            &mut s.cos[..hd / 2],
+                            &mut s.sin[..hd / 2],
+                        );
                         let row = &mut s.big[t * width..(t + 1) * width];
                         for head in row[..qd + kvd].chunks_exact_mut(hd).enumerate() {
                             let (i, v) = head;
@@ -592,12 +666,28 @@ impl Lfm2 {
                         let (out, scores) = (out, scores);
                         // SAFETY: each task owns head `head`: its `total` scores and its hd outputs of every
                         // token; the buffers hold n_heads × total and n × q_dim values.
-                        let sc = unsafe { std::slice::from_raw_parts_mut(scores.0.add(head * total), total) };
+                        let sc = unsafe {
+                            std::slice::from_raw_parts_mut(scores.0.add(head * total), total)
+                        };
                         for t in 0..n {
                             let q = &big[t * width..t * width + qd];
                             // SAFETY: as above; rows of distinct heads do not overlap.
-                            let o = unsafe { std::slice::from_raw_parts_mut(out.0.add(t * qd + head * hd), hd) };
-                            ops::attend_head(q, keys, values, pos0 + t + 1, head, group, c.n_kv_heads, hd, scale, sc, o);
+                            let o = unsafe {
+                                std::slice::from_raw_parts_mut(out.0.add(t * qd + head * hd), hd)
+                            };
+                            ops::attend_head(
+                                q,
+                                keys,
+                                values,
+                                pos0 + t + 1,
+                                head,
+                                group,
+                                c.n_kv_heads,
+                                hd,
+                                scale,
+                                sc,
+                                o,
+                            );
                         }
                     };
                     self.pool.run(c.n_heads, &job);
@@ -610,7 +700,12 @@ impl Lfm2 {
             // SwiGLU feed-forward.
             let ff = c.ff_dim;
             for t in 0..n {
-                ops::rms_norm(&s.x[t * h..(t + 1) * h], &layer.ffn_norm, c.norm_eps, &mut s.h[t * h..(t + 1) * h]);
+                ops::rms_norm(
+                    &s.x[t * h..(t + 1) * h],
+                    &layer.ffn_norm,
+                    c.norm_eps,
+                    &mut s.h[t * h..(t + 1) * h],
+                );
             }
             self.matmul(&layer.w13, &s.h[..n * h], n, &mut s.big, &mut s.qa);
             for t in 0..n {
@@ -628,11 +723,20 @@ impl Lfm2 {
         st.pos += n;
         hidden.resize(n * h, 0.0);
         for t in 0..n {
-            ops::rms_norm(&s.x[t * h..(t + 1) * h], &self.final_norm, c.norm_eps, &mut hidden[t * h..(t + 1) * h]);
+            ops::rms_norm(
+                &s.x[t * h..(t + 1) * h],
+                &self.final_norm,
+                c.norm_eps,
+                &mut hidden[t * h..(t + 1) * h],
+            );
         }
         if let Some(logits) = logits {
             let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-            let (src, m) = if all_logits { (&hidden[..], n) } else { (&hidden[(n - 1) * h..], 1) };
+            let (src, m) = if all_logits {
+                (&hidden[..], n)
+            } else {
+                (&hidden[(n - 1) * h..], 1)
+            };
             logits.resize(m * c.vocab_size, 0.0);
             self.matmul(head, src, m, logits, &mut s.qa);
         }
@@ -664,11 +768,22 @@ impl crate::StreamingModule for Lfm2Stream<'_> {
 
     fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         let mut logits = Vec::new();
-        self.model.forward(ids, &mut self.state, &mut self.hidden, Some(&mut logits), false)?;
+        self.model.forward(
+            ids,
+            &mut self.state,
+            &mut self.hidden,
+            Some(&mut logits),
+            false,
+        )?;
         Ok(logits)
     }
 
     fn reset_state(&mut self) {
-        self.state = self.model.new_state(self.state.keys.first().map_or(0, |k| k.capacity() / self.model.cfg.kv_dim().max(1)));
+        self.state = self.model.new_state(
+            self.state
+                .keys
+                .first()
+                .map_or(0, |k| k.capacity() / self.model.cfg.kv_dim().max(1)),
+        );
     }
 }

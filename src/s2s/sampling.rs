@@ -47,8 +47,12 @@ impl Sampler {
             return argmax(logits);
         }
         self.probs.clear();
-        self.probs
-            .extend(logits.iter().enumerate().map(|(i, &l)| (l / p.temperature, i as u32)));
+        self.probs.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (l / p.temperature, i as u32)),
+        );
         if p.top_k > 0 && p.top_k < self.probs.len() {
             self.probs
                 .select_nth_unstable_by(p.top_k - 1, |a, b| b.0.total_cmp(&a.0));
@@ -78,10 +82,21 @@ mod tests {
     #[test]
     fn greedy_top_k_and_seeds() {
         let logits = [0.1f32, 3.0, 2.9, -1.0, 2.95];
-        let mut g = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, greedy: true }, 1);
+        let mut g = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 0,
+                greedy: true,
+            },
+            1,
+        );
         assert_eq!(g.sample(&logits), 1);
         // top-k = 3 never picks outside {1, 2, 4}.
-        let params = SamplingParams { temperature: 1.0, top_k: 3, greedy: false };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 3,
+            greedy: false,
+        };
         let mut s = Sampler::new(params, 7);
         let picks: Vec<u32> = (0..200).map(|_| s.sample(&logits)).collect();
         assert!(picks.iter().all(|p| [1, 2, 4].contains(p)));
@@ -91,7 +106,14 @@ mod tests {
         let again: Vec<u32> = (0..200).map(|_| s2.sample(&logits)).collect();
         assert_eq!(picks, again);
         // Low temperature concentrates on the argmax.
-        let mut cold = Sampler::new(SamplingParams { temperature: 0.01, top_k: 0, greedy: false }, 3);
+        let mut cold = Sampler::new(
+            SamplingParams {
+                temperature: 0.01,
+                top_k: 0,
+                greedy: false,
+            },
+            3,
+        );
         assert!((0..50).all(|_| cold.sample(&logits) == 1));
     }
 }

@@ -46,7 +46,10 @@ impl Checkpoint {
             let text = std::fs::read_to_string(&index_path)
                 .map_err(|e| Error::file(&index_path, format!("cannot read: {e}")))?;
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                Error::file(&index_path, format!("line {}:{}: {e}", e.line(), e.column()))
+                Error::file(
+                    &index_path,
+                    format!("line {}:{}: {e}", e.line(), e.column()),
+                )
             })?;
             let map = v
                 .get("weight_map")
@@ -54,7 +57,10 @@ impl Checkpoint {
                 .ok_or_else(|| Error::file(&index_path, "no `weight_map` object"))?;
             for (name, f) in map {
                 let f = f.as_str().ok_or_else(|| {
-                    Error::file(&index_path, format!("weight_map entry `{name}` is not a file name"))
+                    Error::file(
+                        &index_path,
+                        format!("weight_map entry `{name}` is not a file name"),
+                    )
                 })?;
                 let p = dir.join(f);
                 if !files.contains(&p) {
@@ -73,10 +79,12 @@ impl Checkpoint {
         let mut shards = Vec::new();
         let mut index = HashMap::new();
         for path in files {
-            let file = std::fs::File::open(&path).map_err(|e| Error::file(&path, format!("cannot open: {e}")))?;
+            let file = std::fs::File::open(&path)
+                .map_err(|e| Error::file(&path, format!("cannot open: {e}")))?;
             // SAFETY: the file is mapped read-only; sigflow never writes checkpoint files. A concurrent writer
             // could change the bytes under us (as with any mmap reader); all reads are bounds-checked slices.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::file(&path, format!("cannot map: {e}")))?;
+            let mmap = unsafe { Mmap::map(&file) }
+                .map_err(|e| Error::file(&path, format!("cannot map: {e}")))?;
             let (n, meta) = SafeTensors::read_metadata(&mmap)
                 .map_err(|e| Error::file(&path, format!("not a valid safetensors file: {e}")))?;
             let si = shards.len();
@@ -116,10 +124,9 @@ impl Checkpoint {
 
     /// The raw bytes of tensor `name`.
     pub fn raw(&self, name: &str) -> Result<RawTensor<'_>> {
-        let si = *self
-            .index
-            .get(name)
-            .ok_or_else(|| Error::file(self.where_missing(), format!("tensor `{name}` is missing")))?;
+        let si = *self.index.get(name).ok_or_else(|| {
+            Error::file(self.where_missing(), format!("tensor `{name}` is missing"))
+        })?;
         let sh = &self.shards[si];
         let info = sh
             .meta
@@ -129,7 +136,12 @@ impl Checkpoint {
         let bytes = sh
             .mmap
             .get(sh.data_start + a..sh.data_start + b)
-            .ok_or_else(|| Error::file(&sh.path, format!("tensor `{name}`: data lies outside the file")))?;
+            .ok_or_else(|| {
+                Error::file(
+                    &sh.path,
+                    format!("tensor `{name}`: data lies outside the file"),
+                )
+            })?;
         Ok(RawTensor {
             dtype: info.dtype,
             shape: info.shape.clone(),
@@ -156,14 +168,21 @@ impl Checkpoint {
     pub fn i64_any(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>)> {
         let t = self.raw(name)?;
         let v = match t.dtype {
-            Dtype::I64 => t.bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
+            Dtype::I64 => t
+                .bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
             Dtype::I32 => t
                 .bytes
                 .chunks_exact(4)
                 .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64)
                 .collect(),
             other => {
-                return Err(Error::file(t.file, format!("tensor `{name}`: expected an integer dtype, found {other:?}")))
+                return Err(Error::file(
+                    t.file,
+                    format!("tensor `{name}`: expected an integer dtype, found {other:?}"),
+                ))
             }
         };
         Ok((v, t.shape))
@@ -198,7 +217,10 @@ fn check_shape(t: &RawTensor<'_>, name: &str, shape: &[usize]) -> Result<()> {
     if squeezed != shape {
         return Err(Error::file(
             t.file,
-            format!("tensor `{name}` has shape {:?}, expected {:?}", t.shape, shape),
+            format!(
+                "tensor `{name}` has shape {:?}, expected {:?}",
+                t.shape, shape
+            ),
         ));
     }
     Ok(())
@@ -230,7 +252,10 @@ fn to_f32(t: &RawTensor<'_>, name: &str) -> Result<Vec<f32>> {
         }
     };
     if v.len() != expect {
-        return Err(Error::file(t.file, format!("tensor `{name}`: data length does not match its shape")));
+        return Err(Error::file(
+            t.file,
+            format!("tensor `{name}`: data length does not match its shape"),
+        ));
     }
     Ok(v)
 }
