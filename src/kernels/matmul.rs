@@ -8,7 +8,7 @@
 
 use super::isa::Isa;
 use super::pool::ThreadPool;
-use super::quant::{bf16_bits_to_f32, QuantActs, WeightData, Weights, QK};
+use super::quant::{bf16_bits_to_f32, QuantActs, WeightData, Weights, CHUNK, QK};
 
 /// Tokens per tile.
 pub const NT: usize = 4;
@@ -138,7 +138,7 @@ pub fn matmul_input(
     let threads = pool.threads();
     // Several tasks per thread so a thread slowed by other load does not hold the others back.
     let tasks = if threads == 1 { 1 } else { threads * 4 };
-    let per = rows.div_ceil(tasks).max(4);
+    let per = rows.div_ceil(tasks).div_ceil(4).max(1) * 4;
     let n_tasks = rows.div_ceil(per);
     let out = OutPtr(y.as_mut_ptr());
     let job = move |task: usize| {
@@ -197,27 +197,19 @@ pub mod scalar {
         for (i, o) in out.iter_mut().enumerate().take(nt) {
             let t = t0 + i;
             *o = match (&w.data, inp) {
-                (WeightData::F32(v), Input::F32 { x, .. }) => {
-                    let row = &v[r * c..(r + 1) * c];
-                    let xs = &x[t * c..(t + 1) * c];
-                    row.iter().zip(xs).map(|(a, b)| a * b).sum()
-                }
-                (WeightData::Bf16(v), Input::F32 { x, .. }) => {
-                    let row = &v[r * c..(r + 1) * c];
-                    let xs = &x[t * c..(t + 1) * c];
-                    row.iter()
-                        .zip(xs)
-                        .map(|(&a, b)| bf16_bits_to_f32(a) * b)
-                        .sum()
-                }
+                (WeightData::F32(v), Input::F32 { x, .. }) => (0..c).map(|j| v[w.voff(r, j)] * x[t * c + j]).sum(),
+                (WeightData::Bf16(v), Input::F32 { x, .. }) => (0..c)
+                    .map(|j| bf16_bits_to_f32(v[w.voff(r, j)]) * x[t * c + j])
+                    .sum(),
                 (WeightData::Q8 { qs, d }, Input::Quant(a)) => {
                     let nb = c / QK;
                     let mut s = 0f32;
                     for b in 0..nb {
-                        let wq = &qs[(r * nb + b) * QK..(r * nb + b + 1) * QK];
                         let xq = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
-                        let dot: i32 = wq.iter().zip(xq).map(|(&p, &q)| p as i32 * q as i32).sum();
-                        s += d[r * nb + b] * a.d[t * nb + b] * dot as f32;
+                        let dot: i32 = (0..QK)
+                            .map(|e| qs[w.voff(r, b * QK + e)] as i32 * xq[e] as i32)
+                            .sum();
+                        s += d[w.doff(r, b)] * a.d[t * nb + b] * dot as f32;
                     }
                     s
                 }
@@ -225,14 +217,11 @@ pub mod scalar {
                     let nb = c / QK;
                     let mut s = 0f32;
                     for b in 0..nb {
-                        let wq = &qs[(r * nb + b) * QK / 2..(r * nb + b + 1) * QK / 2];
                         let xq = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
-                        let mut dot = 0i32;
-                        for j in 0..QK / 2 {
-                            dot += ((wq[j] & 15) as i32 - 8) * xq[j] as i32;
-                            dot += ((wq[j] >> 4) as i32 - 8) * xq[j + QK / 2] as i32;
-                        }
-                        s += d[r * nb + b] * a.d[t * nb + b] * dot as f32;
+                        let dot: i32 = (0..QK)
+                            .map(|e| Weights::q4_at(qs, w, r, b * QK + e) * xq[e] as i32)
+                            .sum();
+                        s += d[w.doff(r, b)] * a.d[t * nb + b] * dot as f32;
                     }
                     s
                 }
@@ -262,24 +251,17 @@ mod avx2 {
     /// Needs AVX2 and FMA; `r`, `t0 + nt` within the matrix and input.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by token
-    pub unsafe fn tile(
-        w: &Weights,
-        r: usize,
-        inp: Input<'_>,
-        t0: usize,
-        nt: usize,
-        out: &mut [f32; NT],
-    ) {
+    pub unsafe fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
         let c = w.cols;
         let mut acc = [_mm256_setzero_ps(); NT];
         let mut tail = [0f32; NT];
+        // Groups of 8 values never straddle a chunk (64 values), so `voff` of the first one addresses all 8.
+        let main = c / 8 * 8;
         match (&w.data, inp) {
             (WeightData::F32(v), Input::F32 { x, .. }) => {
-                let row = &v[r * c..(r + 1) * c];
-                let main = c / 8 * 8;
                 for j in (0..main).step_by(8) {
-                    // SAFETY: j + 8 <= c, inside `row`; same for each token row of `x` below.
-                    let wv = unsafe { _mm256_loadu_ps(row.as_ptr().add(j)) };
+                    // SAFETY: values j..j + 8 of row r are contiguous in storage at `voff(r, j)`.
+                    let wv = unsafe { _mm256_loadu_ps(v.as_ptr().add(w.voff(r, j))) };
                     for (i, a) in acc.iter_mut().enumerate().take(nt) {
                         // SAFETY: token t0 + i < n, so its row of `x` has c values.
                         let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add((t0 + i) * c + j)) };
@@ -288,16 +270,14 @@ mod avx2 {
                 }
                 for (i, tl) in tail.iter_mut().enumerate().take(nt) {
                     for j in main..c {
-                        *tl += row[j] * x[(t0 + i) * c + j];
+                        *tl += v[w.voff(r, j)] * x[(t0 + i) * c + j];
                     }
                 }
             }
             (WeightData::Bf16(v), Input::F32 { x, .. }) => {
-                let row = &v[r * c..(r + 1) * c];
-                let main = c / 8 * 8;
                 for j in (0..main).step_by(8) {
-                    // SAFETY: j + 8 <= c u16 values inside `row`.
-                    let h = unsafe { _mm_loadu_si128(row.as_ptr().add(j) as *const __m128i) };
+                    // SAFETY: values j..j + 8 of row r are contiguous in storage at `voff(r, j)`.
+                    let h = unsafe { _mm_loadu_si128(v.as_ptr().add(w.voff(r, j)) as *const __m128i) };
                     let wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
                     for (i, a) in acc.iter_mut().enumerate().take(nt) {
                         // SAFETY: token row inside `x`.
@@ -307,7 +287,7 @@ mod avx2 {
                 }
                 for (i, tl) in tail.iter_mut().enumerate().take(nt) {
                     for j in main..c {
-                        *tl += bf16_bits_to_f32(row[j]) * x[(t0 + i) * c + j];
+                        *tl += bf16_bits_to_f32(v[w.voff(r, j)]) * x[(t0 + i) * c + j];
                     }
                 }
             }
@@ -315,18 +295,14 @@ mod avx2 {
                 let nb = c / QK;
                 let ones = _mm256_set1_epi16(1);
                 for b in 0..nb {
-                    // SAFETY: block b of row r is inside `qs` (rows × cols values).
-                    let wv = unsafe {
-                        _mm256_loadu_si256(qs.as_ptr().add((r * nb + b) * QK) as *const __m256i)
-                    };
+                    // SAFETY: the 32 values of block b of row r are contiguous at `voff(r, 32b)`.
+                    let wv = unsafe { _mm256_loadu_si256(qs.as_ptr().add(w.voff(r, b * QK)) as *const __m256i) };
                     let aw = _mm256_abs_epi8(wv);
-                    let dw = d[r * nb + b];
+                    let dw = d[w.doff(r, b)];
                     for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
                         let blk = (t0 + i) * nb + b;
                         // SAFETY: block `blk` of the quantised input is inside `a.qs`.
-                        let xv = unsafe {
-                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
-                        };
+                        let xv = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i) };
                         let sx = _mm256_sign_epi8(xv, wv);
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
                         let f = _mm256_cvtepi32_ps(p);
@@ -338,25 +314,34 @@ mod avx2 {
                 let nb = c / QK;
                 let ones = _mm256_set1_epi16(1);
                 let low = _mm_set1_epi8(15);
+                let low32 = _mm256_set1_epi8(15);
+                let full = c / CHUNK;
                 for b in 0..nb {
-                    // SAFETY: the 16 bytes of block b of row r are inside `qs`.
-                    let v = unsafe {
-                        _mm_loadu_si128(qs.as_ptr().add((r * nb + b) * QK / 2) as *const __m128i)
+                    let at = w.vstart(r) + (b / 2) * w.vstep();
+                    let u = if b / 2 < full {
+                        // SAFETY: the 32 bytes of chunk b/2 of row r start at `at` inside `qs`; block b is their
+                        // low (even b) or high (odd b) nibbles.
+                        let v = unsafe { _mm256_loadu_si256(qs.as_ptr().add(at) as *const __m256i) };
+                        if b % 2 == 0 {
+                            _mm256_and_si256(v, low32)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16(v, 4), low32)
+                        }
+                    } else {
+                        // SAFETY: the trailing half chunk (16 bytes: values k and k + 16) starts at `at`.
+                        let v = unsafe { _mm_loadu_si128(qs.as_ptr().add(at) as *const __m128i) };
+                        let lo = _mm_and_si128(v, low);
+                        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+                        _mm256_set_m128i(hi, lo)
                     };
-                    let lo = _mm_and_si128(v, low);
-                    let hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-                    let u = _mm256_set_m128i(hi, lo);
-                    let dw = d[r * nb + b];
+                    let dw = d[w.doff(r, b)];
                     for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
                         let blk = (t0 + i) * nb + b;
                         // SAFETY: block `blk` of the quantised input is inside `a.qs`.
-                        let xv = unsafe {
-                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
-                        };
+                        let xv = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i) };
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), ones);
                         // Codes are offset by 8: subtract 8·sum(x) spread over the 8 lanes (sum per lane).
-                        let f =
-                            _mm256_sub_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.sum[blk] as f32));
+                        let f = _mm256_sub_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.sum[blk] as f32));
                         *acc_i = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d[blk]), f, *acc_i);
                     }
                 }
@@ -375,8 +360,9 @@ mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Prefetch hint for weight bytes a later tile reads (the same column of the next group of rows: rows of a
-    /// matrix are contiguous, so this runs one tile ahead of the hardware's view of the streams).
+    /// Bytes ahead of the current position that weights are prefetched (packed layout: one sequential stream).
+    const PREFETCH_BYTES: usize = 2048;
+
     #[inline(always)]
     fn prefetch(p: *const u8) {
         // SAFETY: prefetch is a hint; it never faults, whatever the address.
@@ -384,7 +370,8 @@ mod avx512 {
     }
 
     /// One tile of `MR` consecutive weight rows `r0..r0 + MR` against tokens `t0..t0 + nt`:
-    /// `out[m][i] = dot(W[r0 + m], x[t0 + i])`.
+    /// `out[m][i] = dot(W[r0 + m], x[t0 + i])`. Needs `cols` to be a multiple of 64 when `MR > 1`... any `cols`
+    /// works: a partial last chunk is done in scalar code.
     ///
     /// # Safety
     /// Needs AVX-512 F/BW/VNNI; rows and tokens within the matrix and input.
@@ -424,62 +411,69 @@ mod avx512 {
         t0: usize,
         out: &mut [[f32; NT]; MR],
     ) {
-        let nt = N;
         let c = w.cols;
+        let nch = c / CHUNK;
+        let (vstep, dstep) = (w.vstep(), w.dstep());
+        let vs: [usize; MR] = std::array::from_fn(|m| w.vstart(r0 + m));
+        let ds: [usize; MR] = std::array::from_fn(|m| w.dstart(r0 + m));
         let mut acc = [[_mm512_setzero_ps(); N]; MR];
         let mut tail = [[0f32; N]; MR];
         match (&w.data, inp) {
             (WeightData::F32(v), Input::F32 { x, .. }) => {
-                let main = c / 16 * 16;
-                for j in (0..main).step_by(16) {
-                    let mut wv = [_mm512_setzero_ps(); MR];
-                    for m in 0..MR {
-                        let p = v[(r0 + m) * c..].as_ptr();
-                        // SAFETY: j + 16 <= c, inside row r0 + m.
-                        wv[m] = unsafe { _mm512_loadu_ps(p.add(j)) };
-                        prefetch(p.wrapping_add(j + MR * c) as *const u8);
-                    }
-                    for i in 0..nt {
-                        // SAFETY: token row t0 + i of `x` has c values.
-                        let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + j)) };
+                for p in 0..nch {
+                    for q in 0..4 {
+                        let mut wv = [_mm512_setzero_ps(); MR];
                         for m in 0..MR {
-                            acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                            let at = vs[m] + p * vstep + q * 16;
+                            // SAFETY: values 16q..16q + 16 of chunk p of row r0 + m are inside `v`.
+                            wv[m] = unsafe { _mm512_loadu_ps(v.as_ptr().add(at)) };
+                            if q == 0 {
+                                prefetch(v.as_ptr().wrapping_add(at + PREFETCH_BYTES / 4) as *const u8);
+                            }
+                        }
+                        for i in 0..N {
+                            // SAFETY: token row t0 + i of `x` has c values.
+                            let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + p * CHUNK + q * 16)) };
+                            for m in 0..MR {
+                                acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                            }
                         }
                     }
                 }
                 for m in 0..MR {
-                    for i in 0..nt {
-                        for j in main..c {
-                            tail[m][i] += v[(r0 + m) * c + j] * x[(t0 + i) * c + j];
+                    for i in 0..N {
+                        for j in nch * CHUNK..c {
+                            tail[m][i] += v[w.voff(r0 + m, j)] * x[(t0 + i) * c + j];
                         }
                     }
                 }
             }
             (WeightData::Bf16(v), Input::F32 { x, .. }) => {
-                let main = c / 16 * 16;
-                for j in (0..main).step_by(16) {
-                    let mut wv = [_mm512_setzero_ps(); MR];
-                    for m in 0..MR {
-                        let p = v[(r0 + m) * c..].as_ptr();
-                        // SAFETY: j + 16 <= c u16 values inside row r0 + m.
-                        let h = unsafe { _mm256_loadu_si256(p.add(j) as *const __m256i) };
-                        prefetch(p.wrapping_add(j + MR * c) as *const u8);
-                        wv[m] =
-                            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-                    }
-                    for i in 0..nt {
-                        // SAFETY: token row t0 + i of `x` has c values.
-                        let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + j)) };
+                for p in 0..nch {
+                    for q in 0..4 {
+                        let mut wv = [_mm512_setzero_ps(); MR];
                         for m in 0..MR {
-                            acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                            let at = vs[m] + p * vstep + q * 16;
+                            // SAFETY: values 16q..16q + 16 of chunk p of row r0 + m are inside `v`.
+                            let h = unsafe { _mm256_loadu_si256(v.as_ptr().add(at) as *const __m256i) };
+                            if q == 0 {
+                                prefetch(v.as_ptr().wrapping_add(at + PREFETCH_BYTES / 2) as *const u8);
+                            }
+                            wv[m] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+                        }
+                        for i in 0..N {
+                            // SAFETY: token row t0 + i of `x` has c values.
+                            let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + p * CHUNK + q * 16)) };
+                            for m in 0..MR {
+                                acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                            }
                         }
                     }
                 }
                 for m in 0..MR {
-                    for i in 0..nt {
-                        for j in main..c {
-                            tail[m][i] +=
-                                bf16_bits_to_f32(v[(r0 + m) * c + j]) * x[(t0 + i) * c + j];
+                    for i in 0..N {
+                        for j in nch * CHUNK..c {
+                            tail[m][i] += bf16_bits_to_f32(v[w.voff(r0 + m, j)]) * x[(t0 + i) * c + j];
                         }
                     }
                 }
@@ -489,87 +483,75 @@ mod avx512 {
                 let flip = _mm512_set1_epi8(-128);
                 let off = _mm512_set1_ps(128.0);
                 let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-                let mut b = 0;
-                while b + 2 <= nb {
+                for p in 0..nch {
                     let mut u = [_mm512_setzero_si512(); MR];
                     let mut dwl = [_mm512_setzero_ps(); MR];
                     for m in 0..MR {
-                        let base = (r0 + m) * nb + b;
-                        let p = qs[base * QK..].as_ptr();
-                        // SAFETY: blocks b, b + 1 of row r0 + m (64 bytes, 2 scales) are inside `qs` and `d`.
+                        let at = vs[m] + p * vstep;
+                        // SAFETY: chunk p of row r0 + m (64 bytes) and its 2 scales are inside `qs` and `d`.
                         let (wv, d2) = unsafe {
                             (
-                                _mm512_loadu_si512(p as *const __m512i),
-                                _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(base) as *const f64)),
+                                _mm512_loadu_si512(qs.as_ptr().add(at) as *const __m512i),
+                                _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(ds[m] + p * dstep) as *const f64)),
                             )
                         };
-                        prefetch(p.wrapping_add(MR * c) as *const u8);
+                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES) as *const u8);
                         // Signed codes + 128 = unsigned codes (xor of the sign bit), corrected by 128·sum(x).
                         u[m] = _mm512_xor_si512(wv, flip);
                         dwl[m] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
                     }
                     // SAFETY: features enabled for this function; indices checked above.
-                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, b, t0, off, &mut acc) };
-                    b += 2;
+                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, 2 * p, t0, off, &mut acc) };
                 }
-                if b < nb {
+                if nb % 2 == 1 {
+                    let b = nb - 1;
                     for m in 0..MR {
                         let r = r0 + m;
-                        let wq = &qs[(r * nb + b) * QK..(r * nb + b + 1) * QK];
-                        for i in 0..nt {
+                        for i in 0..N {
                             let blk = (t0 + i) * nb + b;
                             let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                            let dot: i32 =
-                                wq.iter().zip(xq).map(|(&p, &q)| p as i32 * q as i32).sum();
-                            tail[m][i] += d[r * nb + b] * a.d[blk] * dot as f32;
+                            let dot: i32 = (0..QK).map(|e| qs[w.voff(r, b * QK + e)] as i32 * xq[e] as i32).sum();
+                            tail[m][i] += d[w.doff(r, b)] * a.d[blk] * dot as f32;
                         }
                     }
                 }
             }
             (WeightData::Q4 { qs, d }, Input::Quant(a)) => {
                 let nb = c / QK;
-                let low = _mm256_set1_epi8(15);
+                let low = _mm512_set1_epi8(15);
                 let off = _mm512_set1_ps(8.0);
                 let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-                let mut b = 0;
-                while b + 2 <= nb {
+                for p in 0..nch {
                     let mut u = [_mm512_setzero_si512(); MR];
                     let mut dwl = [_mm512_setzero_ps(); MR];
                     for m in 0..MR {
-                        let base = (r0 + m) * nb + b;
-                        let p = qs[base * QK / 2..].as_ptr();
-                        // SAFETY: blocks b, b + 1 of row r0 + m (32 bytes, 2 scales) are inside `qs` and `d`.
+                        let at = vs[m] + p * vstep;
+                        // SAFETY: chunk p of row r0 + m (32 bytes) and its 2 scales are inside `qs` and `d`.
                         let (v, d2) = unsafe {
                             (
-                                _mm256_loadu_si256(p as *const __m256i),
-                                _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(base) as *const f64)),
+                                _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.as_ptr().add(at) as *const __m256i)),
+                                _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(ds[m] + p * dstep) as *const f64)),
                             )
                         };
-                        prefetch(p.wrapping_add(MR * c / 2));
-                        let lo = _mm256_and_si256(v, low);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                        // [lo0 lo1 hi0 hi1] (128-bit lanes) → [lo0 hi0 lo1 hi1] = element order of the 2 blocks.
-                        let cat = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-                        u[m] = _mm512_shuffle_i64x2(cat, cat, 0b11_01_10_00);
+                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES));
+                        // Both halves hold the 32 bytes; the low half keeps the low nibbles (first block), the
+                        // high half is shifted to its high nibbles (second block).
+                        u[m] = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF_0000, v, 4), low);
                         dwl[m] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
                     }
                     // SAFETY: features enabled for this function; indices checked above.
-                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, b, t0, off, &mut acc) };
-                    b += 2;
+                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, 2 * p, t0, off, &mut acc) };
                 }
-                if b < nb {
+                if nb % 2 == 1 {
+                    let b = nb - 1;
                     for m in 0..MR {
                         let r = r0 + m;
-                        let wq = &qs[(r * nb + b) * QK / 2..(r * nb + b + 1) * QK / 2];
-                        for i in 0..nt {
+                        for i in 0..N {
                             let blk = (t0 + i) * nb + b;
                             let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                            let mut dot = 0i32;
-                            for j in 0..QK / 2 {
-                                dot += ((wq[j] & 15) as i32 - 8) * xq[j] as i32;
-                                dot += ((wq[j] >> 4) as i32 - 8) * xq[j + QK / 2] as i32;
-                            }
-                            tail[m][i] += d[r * nb + b] * a.d[blk] * dot as f32;
+                            let dot: i32 =
+                                (0..QK).map(|e| Weights::q4_at(qs, w, r, b * QK + e) * xq[e] as i32).sum();
+                            tail[m][i] += d[w.doff(r, b)] * a.d[blk] * dot as f32;
                         }
                     }
                 }
@@ -577,7 +559,7 @@ mod avx512 {
             _ => panic!("weight format and input kind do not match"),
         }
         for m in 0..MR {
-            for i in 0..nt {
+            for i in 0..N {
                 out[m][i] = _mm512_reduce_add_ps(acc[m][i]) + tail[m][i];
             }
         }
@@ -620,14 +602,7 @@ mod avx512 {
     /// # Safety
     /// Needs AVX-512 F/BW/VNNI; `r`, `t0 + nt` within the matrix and input.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-    pub unsafe fn tile(
-        w: &Weights,
-        r: usize,
-        inp: Input<'_>,
-        t0: usize,
-        nt: usize,
-        out: &mut [f32; NT],
-    ) {
+    pub unsafe fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
         let mut o = [[0f32; NT]; 1];
         // SAFETY: same contract as this function.
         unsafe { tile_rows::<1>(w, r, inp, t0, nt, &mut o) };

@@ -69,11 +69,37 @@ pub enum WeightData {
 }
 
 /// A `rows × cols` matrix (row = output feature).
+///
+/// Storage is cut into *chunks* of [`CHUNK`] = 64 consecutive values of a row (2 blocks for q8/q4). When `packed`
+/// (rows a multiple of [`GROUP`] = 4 and cols a multiple of 64), the chunks of 4 consecutive rows are interleaved:
+/// chunk `p` of rows `4g..4g + 4` lie next to each other, so a 4-row kernel reads one sequential stream; scales are
+/// interleaved the same way (2 per chunk). Otherwise rows are stored one after the other. [`Weights::vstart`] /
+/// [`Weights::vstep`] (and `dstart` / `dstep` for scales) give the addressing for either layout.
 #[derive(Debug, Clone)]
 pub struct Weights {
     pub rows: usize,
     pub cols: usize,
     pub data: WeightData,
+    pub packed: bool,
+}
+
+/// Values per chunk.
+pub const CHUNK: usize = 64;
+/// Rows interleaved in the packed layout.
+pub const GROUP: usize = 4;
+
+/// Interleave the chunks of each group of `GROUP` rows (`unit` storage elements per chunk, `row_units` per row).
+fn interleave<T: Copy + Default>(v: &[T], rows: usize, row_units: usize, unit: usize) -> Vec<T> {
+    let mut out = huge_vec::<T>(v.len());
+    let nch = row_units / unit;
+    for r in 0..rows {
+        let (g, m) = (r / GROUP, r % GROUP);
+        for p in 0..nch {
+            let dst = ((g * nch + p) * GROUP + m) * unit;
+            out[dst..dst + unit].copy_from_slice(&v[r * row_units + p * unit..r * row_units + (p + 1) * unit]);
+        }
+    }
+    out
 }
 
 /// Round to the nearest bf16 (ties to even), as PyTorch's `.to(torch.bfloat16)` does.
@@ -125,27 +151,152 @@ impl Weights {
             DType::Q4 => {
                 let mut qs = huge_vec::<u8>(v.len() / 2);
                 let mut d = vec![0f32; v.len() / QK];
-                for (b, (src, dst)) in v
-                    .chunks_exact(QK)
-                    .zip(qs.chunks_exact_mut(QK / 2))
-                    .enumerate()
-                {
-                    // The value of largest magnitude maps to code 0 (−8): all 16 levels are used.
-                    let vmax = src
-                        .iter()
-                        .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
-                    let scale = vmax / -8.0;
-                    let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-                    let q = |x: f32| ((x * inv).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
-                    for j in 0..QK / 2 {
-                        dst[j] = q(src[j]) | (q(src[j + QK / 2]) << 4);
+                // Codes 0..15 of every value, block by block.
+                let mut codes = vec![0u8; cols];
+                let full = cols / CHUNK;
+                for r in 0..rows {
+                    for b in 0..cols / QK {
+                        let src = &v[r * cols + b * QK..r * cols + (b + 1) * QK];
+                        // The value of largest magnitude maps to code 0 (−8): all 16 levels are used.
+                        let vmax = src.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+                        let scale = vmax / -8.0;
+                        let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+                        for (c, &x) in codes[b * QK..(b + 1) * QK].iter_mut().zip(src) {
+                            *c = ((x * inv).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
+                        }
+                        d[r * (cols / QK) + b] = scale;
                     }
-                    d[b] = scale;
+                    // Full chunks: byte k holds values k (low nibble) and k + 32 (high nibble), i.e. the low
+                    // nibbles are the chunk's first block and the high nibbles its second. A trailing half chunk
+                    // (cols ≡ 32 mod 64): byte k holds values k and k + 16.
+                    let dst = &mut qs[r * cols / 2..(r + 1) * cols / 2];
+                    for p in 0..full {
+                        for k in 0..QK {
+                            dst[p * QK + k] = codes[p * CHUNK + k] | (codes[p * CHUNK + QK + k] << 4);
+                        }
+                    }
+                    if cols % CHUNK != 0 {
+                        let base = full * CHUNK;
+                        for k in 0..QK / 2 {
+                            dst[full * QK + k] = codes[base + k] | (codes[base + QK / 2 + k] << 4);
+                        }
+                    }
                 }
                 WeightData::Q4 { qs, d }
             }
         };
-        Ok(Weights { rows, cols, data })
+        Ok(Weights {
+            rows,
+            cols,
+            data,
+            packed: false,
+        }
+        .packed_if_possible())
+    }
+
+    /// Switch to the packed layout when the shape allows it.
+    fn packed_if_possible(self) -> Weights {
+        if self.packed || self.rows % GROUP != 0 || !self.cols.is_multiple_of(CHUNK) || self.rows == 0 {
+            return self;
+        }
+        let (rows, cols) = (self.rows, self.cols);
+        let nb = cols / QK;
+        let data = match self.data {
+            WeightData::F32(v) => WeightData::F32(interleave(&v, rows, cols, CHUNK)),
+            WeightData::Bf16(v) => WeightData::Bf16(interleave(&v, rows, cols, CHUNK)),
+            WeightData::Q8 { qs, d } => WeightData::Q8 {
+                qs: interleave(&qs, rows, cols, CHUNK),
+                d: interleave(&d, rows, nb, 2),
+            },
+            WeightData::Q4 { qs, d } => WeightData::Q4 {
+                qs: interleave(&qs, rows, cols / 2, CHUNK / 2),
+                d: interleave(&d, rows, nb, 2),
+            },
+        };
+        Weights {
+            rows,
+            cols,
+            data,
+            packed: true,
+        }
+    }
+
+    /// Storage elements per chunk (bytes for q8/q4, values for f32/bf16).
+    pub fn chunk_units(&self) -> usize {
+        match self.data {
+            WeightData::Q4 { .. } => CHUNK / 2,
+            _ => CHUNK,
+        }
+    }
+
+    /// Storage offset of the first chunk of row `r`.
+    #[inline]
+    pub fn vstart(&self, r: usize) -> usize {
+        let u = self.chunk_units();
+        if self.packed {
+            let per_row = self.cols / CHUNK * u;
+            (r / GROUP) * GROUP * per_row + (r % GROUP) * u
+        } else {
+            r * (self.cols * u).div_ceil(CHUNK)
+        }
+    }
+
+    /// Storage distance between consecutive chunks of one row.
+    #[inline]
+    pub fn vstep(&self) -> usize {
+        if self.packed {
+            GROUP * self.chunk_units()
+        } else {
+            self.chunk_units()
+        }
+    }
+
+    /// Index of the first block scale of row `r` (q8/q4).
+    #[inline]
+    pub fn dstart(&self, r: usize) -> usize {
+        let nb = self.cols / QK;
+        if self.packed {
+            (r / GROUP) * GROUP * nb + (r % GROUP) * 2
+        } else {
+            r * nb
+        }
+    }
+
+    /// Distance between the scale pairs of consecutive chunks of one row.
+    #[inline]
+    pub fn dstep(&self) -> usize {
+        if self.packed {
+            2 * GROUP
+        } else {
+            2
+        }
+    }
+
+    /// Storage offset of value `j` of row `r` for f32/bf16/q8 (for q4: of the byte holding it, see
+    /// [`Weights::q4_at`]).
+    #[inline]
+    pub fn voff(&self, r: usize, j: usize) -> usize {
+        self.vstart(r) + (j / CHUNK) * self.vstep() + (j % CHUNK) * self.chunk_units() / CHUNK
+    }
+
+    /// Index of the scale of block `b` of row `r`.
+    #[inline]
+    pub fn doff(&self, r: usize, b: usize) -> usize {
+        self.dstart(r) + (b / 2) * self.dstep() + b % 2
+    }
+
+    /// The signed 4-bit value `j` of row `r` of a q4 matrix (before scaling).
+    #[inline]
+    pub fn q4_at(qs: &[u8], w: &Weights, r: usize, j: usize) -> i32 {
+        let (p, within) = (j / CHUNK, j % CHUNK);
+        let chunk = w.vstart(r) + p * w.vstep();
+        let (byte, high) = if p < w.cols / CHUNK {
+            (chunk + within % QK, within >= QK)
+        } else {
+            (chunk + within % (QK / 2), within >= QK / 2)
+        };
+        let q = if high { qs[byte] >> 4 } else { qs[byte] & 15 };
+        q as i32 - 8
     }
 
     /// Convert bf16 bits (as stored in a checkpoint) to `dtype`; `Bf16` keeps the bits unchanged.
@@ -169,7 +320,9 @@ impl Weights {
                 rows,
                 cols,
                 data: WeightData::Bf16(o),
-            });
+                packed: false,
+            }
+            .packed_if_possible());
         }
         let f: Vec<f32> = v.iter().map(|&b| bf16_bits_to_f32(b)).collect();
         Weights::from_f32(rows, cols, &f, dtype)
@@ -198,27 +351,24 @@ impl Weights {
     pub fn row_to_f32(&self, r: usize, out: &mut [f32]) {
         let c = self.cols;
         match &self.data {
-            WeightData::F32(v) => out.copy_from_slice(&v[r * c..(r + 1) * c]),
+            WeightData::F32(v) => {
+                for (j, o) in out.iter_mut().enumerate().take(c) {
+                    *o = v[self.voff(r, j)];
+                }
+            }
             WeightData::Bf16(v) => {
-                for (o, &b) in out.iter_mut().zip(&v[r * c..(r + 1) * c]) {
-                    *o = bf16_bits_to_f32(b);
+                for (j, o) in out.iter_mut().enumerate().take(c) {
+                    *o = bf16_bits_to_f32(v[self.voff(r, j)]);
                 }
             }
             WeightData::Q8 { qs, d } => {
-                for (j, o) in out.iter_mut().enumerate() {
-                    let i = r * c + j;
-                    *o = qs[i] as f32 * d[i / QK];
+                for (j, o) in out.iter_mut().enumerate().take(c) {
+                    *o = qs[self.voff(r, j)] as f32 * d[self.doff(r, j / QK)];
                 }
             }
             WeightData::Q4 { qs, d } => {
-                let nb = c / QK;
-                for b in 0..nb {
-                    let blk = &qs[(r * nb + b) * QK / 2..(r * nb + b + 1) * QK / 2];
-                    let s = d[r * nb + b];
-                    for j in 0..QK / 2 {
-                        out[b * QK + j] = ((blk[j] & 15) as i32 - 8) as f32 * s;
-                        out[b * QK + j + QK / 2] = ((blk[j] >> 4) as i32 - 8) as f32 * s;
-                    }
+                for (j, o) in out.iter_mut().enumerate().take(c) {
+                    *o = Weights::q4_at(qs, self, r, j) as f32 * d[self.doff(r, j / QK)];
                 }
             }
         }
@@ -323,6 +473,35 @@ mod tests {
                 w.row_to_f32(r, &mut row);
                 for j in 0..cols {
                     assert!((row[j] - v[r * cols + j]).abs() <= tol, "{dt:?} {r} {j}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_layout_keeps_every_value_in_place() {
+        for (rows, cols) in [(8usize, 128usize), (3, 128), (8, 96), (4, 64)] {
+            let v: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 211) as f32 - 105.0) / 50.0).collect();
+            for dt in [DType::F32, DType::Bf16, DType::Q8, DType::Q4] {
+                let w = Weights::from_f32(rows, cols, &v, dt).unwrap();
+                assert_eq!(w.packed, rows % 4 == 0 && cols % 64 == 0);
+                let tol = match dt {
+                    DType::F32 => 0.0,
+                    DType::Bf16 => 0.01,
+                    DType::Q8 => 0.02,
+                    DType::Q4 => 0.3,
+                };
+                let mut a = vec![0f32; cols];
+                for r in 0..rows {
+                    w.row_to_f32(r, &mut a);
+                    // Each row equals the same row quantised on its own (plain layout, 1 row).
+                    let alone = Weights::from_f32(1, cols, &v[r * cols..(r + 1) * cols], dt).unwrap();
+                    let mut b = vec![0f32; cols];
+                    alone.row_to_f32(0, &mut b);
+                    assert_eq!(a, b, "{dt:?} {rows}x{cols} row {r}");
+                    for j in 0..cols {
+                        assert!((a[j] - v[r * cols + j]).abs() <= tol, "{dt:?} {r} {j}");
+                    }
                 }
             }
         }
