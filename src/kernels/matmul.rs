@@ -197,7 +197,9 @@ pub mod scalar {
         for (i, o) in out.iter_mut().enumerate().take(nt) {
             let t = t0 + i;
             *o = match (&w.data, inp) {
-                (WeightData::F32(v), Input::F32 { x, .. }) => (0..c).map(|j| v[w.voff(r, j)] * x[t * c + j]).sum(),
+                (WeightData::F32(v), Input::F32 { x, .. }) => {
+                    (0..c).map(|j| v[w.voff(r, j)] * x[t * c + j]).sum()
+                }
                 (WeightData::Bf16(v), Input::F32 { x, .. }) => (0..c)
                     .map(|j| bf16_bits_to_f32(v[w.voff(r, j)]) * x[t * c + j])
                     .sum(),
@@ -251,7 +253,14 @@ mod avx2 {
     /// Needs AVX2 and FMA; `r`, `t0 + nt` within the matrix and input.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by token
-    pub unsafe fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
+    pub unsafe fn tile(
+        w: &Weights,
+        r: usize,
+        inp: Input<'_>,
+        t0: usize,
+        nt: usize,
+        out: &mut [f32; NT],
+    ) {
         let c = w.cols;
         let mut acc = [_mm256_setzero_ps(); NT];
         let mut tail = [0f32; NT];
@@ -277,7 +286,8 @@ mod avx2 {
             (WeightData::Bf16(v), Input::F32 { x, .. }) => {
                 for j in (0..main).step_by(8) {
                     // SAFETY: values j..j + 8 of row r are contiguous in storage at `voff(r, j)`.
-                    let h = unsafe { _mm_loadu_si128(v.as_ptr().add(w.voff(r, j)) as *const __m128i) };
+                    let h =
+                        unsafe { _mm_loadu_si128(v.as_ptr().add(w.voff(r, j)) as *const __m128i) };
                     let wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
                     for (i, a) in acc.iter_mut().enumerate().take(nt) {
                         // SAFETY: token row inside `x`.
@@ -296,13 +306,17 @@ mod avx2 {
                 let ones = _mm256_set1_epi16(1);
                 for b in 0..nb {
                     // SAFETY: the 32 values of block b of row r are contiguous at `voff(r, 32b)`.
-                    let wv = unsafe { _mm256_loadu_si256(qs.as_ptr().add(w.voff(r, b * QK)) as *const __m256i) };
+                    let wv = unsafe {
+                        _mm256_loadu_si256(qs.as_ptr().add(w.voff(r, b * QK)) as *const __m256i)
+                    };
                     let aw = _mm256_abs_epi8(wv);
                     let dw = d[w.doff(r, b)];
                     for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
                         let blk = (t0 + i) * nb + b;
                         // SAFETY: block `blk` of the quantised input is inside `a.qs`.
-                        let xv = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i) };
+                        let xv = unsafe {
+                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
+                        };
                         let sx = _mm256_sign_epi8(xv, wv);
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
                         let f = _mm256_cvtepi32_ps(p);
@@ -321,7 +335,8 @@ mod avx2 {
                     let u = if b / 2 < full {
                         // SAFETY: the 32 bytes of chunk b/2 of row r start at `at` inside `qs`; block b is their
                         // low (even b) or high (odd b) nibbles.
-                        let v = unsafe { _mm256_loadu_si256(qs.as_ptr().add(at) as *const __m256i) };
+                        let v =
+                            unsafe { _mm256_loadu_si256(qs.as_ptr().add(at) as *const __m256i) };
                         if b % 2 == 0 {
                             _mm256_and_si256(v, low32)
                         } else {
@@ -338,10 +353,13 @@ mod avx2 {
                     for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
                         let blk = (t0 + i) * nb + b;
                         // SAFETY: block `blk` of the quantised input is inside `a.qs`.
-                        let xv = unsafe { _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i) };
+                        let xv = unsafe {
+                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
+                        };
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), ones);
                         // Codes are offset by 8: subtract 8·sum(x) spread over the 8 lanes (sum per lane).
-                        let f = _mm256_sub_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.sum[blk] as f32));
+                        let f =
+                            _mm256_sub_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.sum[blk] as f32));
                         *acc_i = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d[blk]), f, *acc_i);
                     }
                 }
@@ -428,12 +446,16 @@ mod avx512 {
                             // SAFETY: values 16q..16q + 16 of chunk p of row r0 + m are inside `v`.
                             wv[m] = unsafe { _mm512_loadu_ps(v.as_ptr().add(at)) };
                             if q == 0 {
-                                prefetch(v.as_ptr().wrapping_add(at + PREFETCH_BYTES / 4) as *const u8);
+                                prefetch(
+                                    v.as_ptr().wrapping_add(at + PREFETCH_BYTES / 4) as *const u8
+                                );
                             }
                         }
                         for i in 0..N {
                             // SAFETY: token row t0 + i of `x` has c values.
-                            let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + p * CHUNK + q * 16)) };
+                            let xv = unsafe {
+                                _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + p * CHUNK + q * 16))
+                            };
                             for m in 0..MR {
                                 acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
                             }
@@ -455,15 +477,23 @@ mod avx512 {
                         for m in 0..MR {
                             let at = vs[m] + p * vstep + q * 16;
                             // SAFETY: values 16q..16q + 16 of chunk p of row r0 + m are inside `v`.
-                            let h = unsafe { _mm256_loadu_si256(v.as_ptr().add(at) as *const __m256i) };
+                            let h =
+                                unsafe { _mm256_loadu_si256(v.as_ptr().add(at) as *const __m256i) };
                             if q == 0 {
-                                prefetch(v.as_ptr().wrapping_add(at + PREFETCH_BYTES / 2) as *const u8);
+                                prefetch(
+                                    v.as_ptr().wrapping_add(at + PREFETCH_BYTES / 2) as *const u8
+                                );
                             }
-                            wv[m] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+                            wv[m] = _mm512_castsi512_ps(_mm512_slli_epi32(
+                                _mm512_cvtepu16_epi32(h),
+                                16,
+                            ));
                         }
                         for i in 0..N {
                             // SAFETY: token row t0 + i of `x` has c values.
-                            let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + p * CHUNK + q * 16)) };
+                            let xv = unsafe {
+                                _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + p * CHUNK + q * 16))
+                            };
                             for m in 0..MR {
                                 acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
                             }
@@ -473,7 +503,8 @@ mod avx512 {
                 for m in 0..MR {
                     for i in 0..N {
                         for j in nch * CHUNK..c {
-                            tail[m][i] += bf16_bits_to_f32(v[w.voff(r0 + m, j)]) * x[(t0 + i) * c + j];
+                            tail[m][i] +=
+                                bf16_bits_to_f32(v[w.voff(r0 + m, j)]) * x[(t0 + i) * c + j];
                         }
                     }
                 }
@@ -492,7 +523,9 @@ mod avx512 {
                         let (wv, d2) = unsafe {
                             (
                                 _mm512_loadu_si512(qs.as_ptr().add(at) as *const __m512i),
-                                _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(ds[m] + p * dstep) as *const f64)),
+                                _mm_castpd_ps(_mm_load_sd(
+                                    d.as_ptr().add(ds[m] + p * dstep) as *const f64
+                                )),
                             )
                         };
                         prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES) as *const u8);
@@ -510,7 +543,9 @@ mod avx512 {
                         for i in 0..N {
                             let blk = (t0 + i) * nb + b;
                             let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                            let dot: i32 = (0..QK).map(|e| qs[w.voff(r, b * QK + e)] as i32 * xq[e] as i32).sum();
+                            let dot: i32 = (0..QK)
+                                .map(|e| qs[w.voff(r, b * QK + e)] as i32 * xq[e] as i32)
+                                .sum();
                             tail[m][i] += d[w.doff(r, b)] * a.d[blk] * dot as f32;
                         }
                     }
@@ -529,8 +564,12 @@ mod avx512 {
                         // SAFETY: chunk p of row r0 + m (32 bytes) and its 2 scales are inside `qs` and `d`.
                         let (v, d2) = unsafe {
                             (
-                                _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.as_ptr().add(at) as *const __m256i)),
-                                _mm_castpd_ps(_mm_load_sd(d.as_ptr().add(ds[m] + p * dstep) as *const f64)),
+                                _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                    qs.as_ptr().add(at) as *const __m256i
+                                )),
+                                _mm_castpd_ps(_mm_load_sd(
+                                    d.as_ptr().add(ds[m] + p * dstep) as *const f64
+                                )),
                             )
                         };
                         prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES));
@@ -549,8 +588,9 @@ mod avx512 {
                         for i in 0..N {
                             let blk = (t0 + i) * nb + b;
                             let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                            let dot: i32 =
-                                (0..QK).map(|e| Weights::q4_at(qs, w, r, b * QK + e) * xq[e] as i32).sum();
+                            let dot: i32 = (0..QK)
+                                .map(|e| Weights::q4_at(qs, w, r, b * QK + e) * xq[e] as i32)
+                                .sum();
                             tail[m][i] += d[w.doff(r, b)] * a.d[blk] * dot as f32;
                         }
                     }
@@ -602,7 +642,14 @@ mod avx512 {
     /// # Safety
     /// Needs AVX-512 F/BW/VNNI; `r`, `t0 + nt` within the matrix and input.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-    pub unsafe fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
+    pub unsafe fn tile(
+        w: &Weights,
+        r: usize,
+        inp: Input<'_>,
+        t0: usize,
+        nt: usize,
+        out: &mut [f32; NT],
+    ) {
         let mut o = [[0f32; NT]; 1];
         // SAFETY: same contract as this function.
         unsafe { tile_rows::<1>(w, r, inp, t0, nt, &mut o) };

@@ -96,7 +96,8 @@ fn interleave<T: Copy + Default>(v: &[T], rows: usize, row_units: usize, unit: u
         let (g, m) = (r / GROUP, r % GROUP);
         for p in 0..nch {
             let dst = ((g * nch + p) * GROUP + m) * unit;
-            out[dst..dst + unit].copy_from_slice(&v[r * row_units + p * unit..r * row_units + (p + 1) * unit]);
+            out[dst..dst + unit]
+                .copy_from_slice(&v[r * row_units + p * unit..r * row_units + (p + 1) * unit]);
         }
     }
     out
@@ -158,7 +159,9 @@ impl Weights {
                     for b in 0..cols / QK {
                         let src = &v[r * cols + b * QK..r * cols + (b + 1) * QK];
                         // The value of largest magnitude maps to code 0 (−8): all 16 levels are used.
-                        let vmax = src.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+                        let vmax = src
+                            .iter()
+                            .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
                         let scale = vmax / -8.0;
                         let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
                         for (c, &x) in codes[b * QK..(b + 1) * QK].iter_mut().zip(src) {
@@ -172,7 +175,8 @@ impl Weights {
                     let dst = &mut qs[r * cols / 2..(r + 1) * cols / 2];
                     for p in 0..full {
                         for k in 0..QK {
-                            dst[p * QK + k] = codes[p * CHUNK + k] | (codes[p * CHUNK + QK + k] << 4);
+                            dst[p * QK + k] =
+                                codes[p * CHUNK + k] | (codes[p * CHUNK + QK + k] << 4);
                         }
                     }
                     if cols % CHUNK != 0 {
@@ -196,7 +200,11 @@ impl Weights {
 
     /// Switch to the packed layout when the shape allows it.
     fn packed_if_possible(self) -> Weights {
-        if self.packed || self.rows % GROUP != 0 || !self.cols.is_multiple_of(CHUNK) || self.rows == 0 {
+        if self.packed
+            || self.rows % GROUP != 0
+            || !self.cols.is_multiple_of(CHUNK)
+            || self.rows == 0
+        {
             return self;
         }
         let (rows, cols) = (self.rows, self.cols);
@@ -481,7 +489,9 @@ mod tests {
     #[test]
     fn packed_layout_keeps_every_value_in_place() {
         for (rows, cols) in [(8usize, 128usize), (3, 128), (8, 96), (4, 64)] {
-            let v: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 211) as f32 - 105.0) / 50.0).collect();
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i * 7919 % 211) as f32 - 105.0) / 50.0)
+                .collect();
             for dt in [DType::F32, DType::Bf16, DType::Q8, DType::Q4] {
                 let w = Weights::from_f32(rows, cols, &v, dt).unwrap();
                 assert_eq!(w.packed, rows % 4 == 0 && cols % 64 == 0);
@@ -495,7 +505,8 @@ mod tests {
                 for r in 0..rows {
                     w.row_to_f32(r, &mut a);
                     // Each row equals the same row quantised on its own (plain layout, 1 row).
-                    let alone = Weights::from_f32(1, cols, &v[r * cols..(r + 1) * cols], dt).unwrap();
+                    let alone =
+                        Weights::from_f32(1, cols, &v[r * cols..(r + 1) * cols], dt).unwrap();
                     let mut b = vec![0f32; cols];
                     alone.row_to_f32(0, &mut b);
                     assert_eq!(a, b, "{dt:?} {rows}x{cols} row {r}");
