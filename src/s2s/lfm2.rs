@@ -690,7 +690,12 @@ impl Lfm2 {
                             );
                         }
                     };
-                    self.pool.run(c.n_heads, &job);
+                    if n * total * hd < 1 << 16 {
+                        // Short context: a thread hand-off would cost more than the work.
+                        (0..c.n_heads).for_each(job);
+                    } else {
+                        self.pool.run(c.n_heads, &job);
+                    }
                     self.matmul(out_proj, &s.attn[..n * qd], n, &mut s.out, &mut s.qa);
                 }
             }
