@@ -182,3 +182,25 @@ fn quantised_top1_agreement() {
         }
     }
 }
+
+/// The `StreamingModule` view: stepping token by token, then `reset_state`, reproduces the same logits.
+#[test]
+fn streaming_module_steps_and_resets() {
+    use sigflow::s2s::lfm2::Lfm2Stream;
+    use sigflow::StreamingModule;
+    let model = Lfm2::load(&dir("tiny_a"), DType::F32, 1).unwrap();
+    let e = expected("tiny_a");
+    let p = &e.prompts[1];
+    let v = model.cfg.vocab_size;
+    let mut s = Lfm2Stream::new(&model, 32);
+    let mut last = Vec::new();
+    for &t in p {
+        last = s.step(&[t]).unwrap();
+    }
+    let want = &e.logits[(2 * p.len() - 1) * v..2 * p.len() * v];
+    assert!(rel_err(&last, want) <= 1e-4);
+    s.reset_state();
+    assert_eq!(s.state.pos, 0);
+    let again = s.step(p).unwrap();
+    assert!(rel_err(&again, want) <= 1e-4);
+}
