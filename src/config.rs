@@ -261,6 +261,10 @@ impl<'de> Deserialize<'de> for Length {
 pub enum StageConfig {
     /// RMS / peak meter with an activity detector.
     Level(LevelStageConfig),
+    /// A stateful ONNX model through ONNX Runtime (e.g. Silero VAD).
+    Onnx(crate::onnx::stage::OnnxStageConfig),
+    /// A 1-D CNN (ONNX) run by the streaming CNN engine on overlapping windows.
+    Cnn(crate::cnn::stage::CnnStageConfig),
 }
 
 impl StageConfig {
@@ -268,6 +272,8 @@ impl StageConfig {
     pub fn name(&self) -> &str {
         match self {
             StageConfig::Level(c) => &c.name,
+            StageConfig::Onnx(c) => &c.name,
+            StageConfig::Cnn(c) => &c.name,
         }
     }
 }
@@ -488,7 +494,9 @@ fn stage_config(v: &DeValue<'_>) -> Result<StageConfig, TomlError> {
     let (kind, rest) = tagged(v, "stage")?;
     Ok(match kind.as_str() {
         "level" => StageConfig::Level(value(&rest)?),
-        other => return Err(unknown_kind("stage", other, &["level"], v)),
+        "onnx" => StageConfig::Onnx(value(&rest)?),
+        "cnn" => StageConfig::Cnn(value(&rest)?),
+        other => return Err(unknown_kind("stage", other, &["level", "onnx", "cnn"], v)),
     })
 }
 

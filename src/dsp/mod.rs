@@ -1,1 +1,6 @@
 //! Signal processing: streaming resampling (rubato), STFT / log-mel, level metering.
+
+pub mod framer;
+pub mod level;
+pub mod logmel;
+pub mod resample;

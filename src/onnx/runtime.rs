@@ -18,6 +18,18 @@ fn install_hint() -> String {
     )
 }
 
+/// The process-wide ONNX Runtime environment, set once the library is loaded.
+static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
+
+/// The process-wide ONNX Runtime environment (loading the library first), to build sessions from.
+pub fn environment() -> Result<ort::environment::Environment> {
+    ensure_loaded()?;
+    ENVIRONMENT
+        .get()
+        .cloned()
+        .ok_or_else(|| Error::Other("ONNX Runtime environment is not initialised".into()))
+}
+
 /// Load ONNX Runtime once per process. Errors (no `ORT_DYLIB_PATH`, missing or unloadable file) say how to
 /// install the library; they are remembered, so later calls fail the same way without retrying.
 pub fn ensure_loaded() -> Result<()> {
@@ -48,9 +60,9 @@ pub fn ensure_loaded() -> Result<()> {
                     .with_telemetry(false)
                     .build()
                     .map_err(|e| e.to_string())?;
-                // The environment is process-wide: sessions created later find it through ort's registry, which
-                // only holds a weak reference, so it is kept alive for the life of the process.
-                std::mem::forget(env);
+                // The environment is process-wide and lives for the life of the process; sessions are built from
+                // it through [`environment`].
+                let _ = ENVIRONMENT.set(env);
                 Ok(())
             });
             match loaded {

@@ -1,0 +1,664 @@
+//! The executors: one [`Engine`] runs a planned model on whole windows ([`Mode::Full`]) or streaming
+//! ([`Mode::Exact`], [`Mode::Approximate`]).
+//!
+//! Every time tensor lives in a sliding buffer holding its current window of frames (time-major, `frame × channels`).
+//! A hop moves every buffer by that node's `hop / stride` frames; frames that stay keep their values. In exact mode a
+//! hop then computes, node by node, only the new frames at the right end plus the dirty margins
+//! ([`super::plan::NodePlan::left`] / `right`) whose values depend on zero padding, so every window equals the
+//! full-window run. Approximate mode computes only the newest frames and keeps stale edge values. Vectors (after
+//! global pooling or flatten) are recomputed from the cached last time tensor on every hop.
+
+use super::ir::*;
+use super::plan::Plan;
+use crate::kernels::conv::{dense_layer, ConvKernels, ConvShape};
+use std::sync::Arc;
+
+/// How windows after the first are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Reuse shift-invariant frames, recompute the padding-dependent edges: equal to the full-window run.
+    Exact,
+    /// Reuse everything, compute only new frames (StreamiNNC-style): cheaper, deviates near the edges.
+    Approximate,
+    /// Recompute the whole window every hop (the baseline).
+    Full,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(Mode::Exact),
+            "approximate" => Ok(Mode::Approximate),
+            "full" => Ok(Mode::Full),
+            o => Err(format!(
+                "unknown mode `{o}`: expected exact, approximate or full"
+            )),
+        }
+    }
+}
+
+/// The current window of one time tensor, in a buffer that slides forward and compacts when it reaches its end.
+#[derive(Debug, Clone)]
+struct TimeBuf {
+    channels: usize,
+    len: usize,
+    cap: usize,
+    base: usize,
+    data: Vec<f32>,
+}
+
+impl TimeBuf {
+    fn new(channels: usize, len: usize, hop: usize) -> Self {
+        let cap = 3 * len + hop;
+        TimeBuf {
+            channels,
+            len,
+            cap,
+            base: 0,
+            data: vec![0.0; cap * channels],
+        }
+    }
+    fn rows(&self, j0: usize, j1: usize) -> &[f32] {
+        &self.data[(self.base + j0) * self.channels..(self.base + j1) * self.channels]
+    }
+    fn rows_mut(&mut self, j0: usize, j1: usize) -> &mut [f32] {
+        &mut self.data[(self.base + j0) * self.channels..(self.base + j1) * self.channels]
+    }
+    fn window(&self) -> &[f32] {
+        self.rows(0, self.len)
+    }
+    /// Advance by `h` frames: frame `j + h` becomes frame `j`; the last `h` frames are stale until computed.
+    fn shift(&mut self, h: usize) {
+        if self.base + h + self.len > self.cap {
+            let c = self.channels;
+            let keep = self.len.saturating_sub(h);
+            self.data
+                .copy_within((self.base + h) * c..(self.base + h + keep) * c, 0);
+            self.base = 0;
+        } else {
+            self.base += h;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Buf {
+    Time(TimeBuf),
+    Vector(Vec<f32>),
+    Dead,
+}
+
+/// A planned model with its activation caches. Feed input frames with [`Engine::push`]; every completed window
+/// yields one output (ONNX layout: `[channels, frames]` for time outputs, the vector otherwise).
+pub struct Engine {
+    graph: Arc<Graph>,
+    plan: Plan,
+    mode: Mode,
+    kernels: ConvKernels,
+    bufs: Vec<Buf>,
+    started: bool,
+    pending: Vec<f32>,
+    scratch: Vec<f32>,
+    windows: u64,
+}
+
+impl Engine {
+    /// An engine for `graph` with `plan` (see [`Plan::new`]).
+    pub fn new(graph: Arc<Graph>, plan: Plan, mode: Mode) -> Self {
+        Self::with_kernels(graph, plan, mode, *ConvKernels::get())
+    }
+
+    /// As [`Engine::new`] with a given kernel table (tests compare ISA levels).
+    pub fn with_kernels(graph: Arc<Graph>, plan: Plan, mode: Mode, kernels: ConvKernels) -> Self {
+        let bufs = graph
+            .nodes
+            .iter()
+            .zip(&plan.nodes)
+            .enumerate()
+            .map(|(i, (n, p))| {
+                if !plan.live[i] {
+                    Buf::Dead
+                } else {
+                    match n.kind {
+                        Kind::Time { channels } => Buf::Time(TimeBuf::new(channels, p.len, p.hop)),
+                        Kind::Vector { .. } => Buf::Vector(vec![0.0; p.len]),
+                    }
+                }
+            })
+            .collect();
+        Engine {
+            graph,
+            plan,
+            mode,
+            kernels,
+            bufs,
+            started: false,
+            pending: vec![],
+            scratch: vec![],
+            windows: 0,
+        }
+    }
+
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    /// Windows completed since the start (or the last reset).
+    pub fn windows(&self) -> u64 {
+        self.windows
+    }
+
+    /// ONNX shape of one window's output.
+    pub fn output_dims(&self) -> Vec<usize> {
+        let p = self.plan.nodes[self.graph.output];
+        let mut known = 1;
+        for d in self.graph.output_shape.iter().flatten() {
+            known *= d;
+        }
+        let missing = if p.is_vector() {
+            p.len / known.max(1)
+        } else {
+            p.len
+        };
+        self.graph
+            .output_shape
+            .iter()
+            .map(|d| d.unwrap_or(missing))
+            .collect()
+    }
+
+    /// Forget the stream: the next push starts a new first window.
+    pub fn reset(&mut self) {
+        self.started = false;
+        self.pending.clear();
+        self.windows = 0;
+    }
+
+    /// Feed input frames (time-major: `frames × in_channels` values) and append the output of every window they
+    /// complete. The first window needs `window` frames, each later one `hop` more.
+    pub fn push(&mut self, frames: &[f32], out: &mut Vec<Vec<f32>>) {
+        let c = self.graph.in_channels;
+        self.pending.extend_from_slice(frames);
+        let (w, h) = (self.plan.window, self.plan.hop);
+        let mut used = 0;
+        loop {
+            let avail = (self.pending.len() - used) / c;
+            if !self.started {
+                if avail < w {
+                    break;
+                }
+                let Buf::Time(b) = &mut self.bufs[0] else {
+                    unreachable!("node 0 is the input")
+                };
+                b.base = 0;
+                b.rows_mut(0, w)
+                    .copy_from_slice(&self.pending[used..used + w * c]);
+                used += w * c;
+                self.compute_all();
+                self.started = true;
+            } else {
+                if avail < h {
+                    break;
+                }
+                self.shift_all();
+                let Buf::Time(b) = &mut self.bufs[0] else {
+                    unreachable!("node 0 is the input")
+                };
+                b.rows_mut(w - h, w)
+                    .copy_from_slice(&self.pending[used..used + h * c]);
+                used += h * c;
+                match self.mode {
+                    Mode::Full => self.compute_all(),
+                    Mode::Exact | Mode::Approximate => self.compute_hop(),
+                }
+            }
+            self.windows += 1;
+            out.push(self.output());
+        }
+        self.pending.drain(..used);
+    }
+
+    /// Run one whole window (time-major `window × in_channels`) from scratch and return its output. The stream
+    /// state is replaced by this window.
+    pub fn run_window(&mut self, window: &[f32]) -> Vec<f32> {
+        self.reset();
+        let mut out = vec![];
+        self.push(window, &mut out);
+        out.pop().unwrap_or_default()
+    }
+
+    /// The output of the current window in ONNX layout.
+    pub fn output(&self) -> Vec<f32> {
+        match &self.bufs[self.graph.output] {
+            Buf::Time(b) => {
+                let (c, l) = (b.channels, b.len);
+                let w = b.window();
+                let mut o = vec![0.0; c * l];
+                for t in 0..l {
+                    for ch in 0..c {
+                        o[ch * l + t] = w[t * c + ch];
+                    }
+                }
+                o
+            }
+            Buf::Vector(v) => v.clone(),
+            Buf::Dead => vec![],
+        }
+    }
+
+    fn shift_all(&mut self) {
+        // Full mode recomputes every frame: only the input keeps frames across hops.
+        let n = if self.mode == Mode::Full {
+            1
+        } else {
+            self.bufs.len()
+        };
+        for (i, b) in self.bufs.iter_mut().enumerate().take(n) {
+            if let Buf::Time(t) = b {
+                t.shift(self.plan.nodes[i].hop);
+            }
+        }
+    }
+
+    fn compute_all(&mut self) {
+        for i in 1..self.graph.nodes.len() {
+            if self.plan.live[i] {
+                let len = self.plan.nodes[i].len;
+                self.compute(i, 0, len);
+            }
+        }
+    }
+
+    fn compute_hop(&mut self) {
+        for i in 1..self.graph.nodes.len() {
+            if !self.plan.live[i] {
+                continue;
+            }
+            let p = self.plan.nodes[i];
+            if p.is_vector() || p.left >= p.len {
+                self.compute(i, 0, p.len);
+                continue;
+            }
+            if self.mode == Mode::Approximate {
+                self.compute(i, p.len.saturating_sub(p.hop), p.len);
+                continue;
+            }
+            let r0 = p.len.saturating_sub(p.right + p.hop);
+            if p.left >= r0 {
+                self.compute(i, 0, p.len);
+            } else {
+                if p.left > 0 {
+                    self.compute(i, 0, p.left);
+                }
+                self.compute(i, r0, p.len);
+            }
+        }
+    }
+
+    /// Compute frames `j0..j1` of node `i` (all of it for vectors) from its inputs' current windows.
+    fn compute(&mut self, i: usize, j0: usize, j1: usize) {
+        let mut me = std::mem::replace(&mut self.bufs[i], Buf::Dead);
+        let node = &self.graph.nodes[i];
+        let bufs = &self.bufs;
+        let time = |k: usize| -> &TimeBuf {
+            match &bufs[node.inputs[k]] {
+                Buf::Time(t) => t,
+                _ => unreachable!("importer guarantees a time input"),
+            }
+        };
+        let vector = |id: NodeId| -> &[f32] {
+            match &bufs[id] {
+                Buf::Vector(v) => v,
+                _ => unreachable!("importer guarantees a vector input"),
+            }
+        };
+        match (&mut me, &node.op) {
+            (Buf::Time(y), Op::Conv(conv)) => {
+                conv_range(&self.kernels, conv, time(0), y, j0, j1, &mut self.scratch)
+            }
+            (Buf::Time(y), Op::Pool(pool)) => pool_range(pool, time(0), y, j0, j1),
+            (
+                Buf::Time(y),
+                Op::Pad {
+                    left,
+                    right: _,
+                    value,
+                },
+            ) => {
+                let x = time(0);
+                let c = y.channels;
+                for j in j0..j1 {
+                    let row = &mut y.rows_mut(j, j + 1)[..c];
+                    match j.checked_sub(*left).filter(|&s| s < x.len) {
+                        Some(s) => row.copy_from_slice(x.rows(s, s + 1)),
+                        None => row.fill(*value),
+                    }
+                }
+            }
+            (Buf::Time(y), Op::Crop { left, .. }) => {
+                let x = time(0);
+                y.rows_mut(j0, j1)
+                    .copy_from_slice(x.rows(j0 + left, j1 + left));
+            }
+            (Buf::Time(y), Op::Unary(u)) => {
+                unary_slice(*u, time(0).rows(j0, j1), y.rows_mut(j0, j1))
+            }
+            (Buf::Time(y), Op::PRelu(slope)) => {
+                let c = y.channels;
+                let x = time(0).rows(j0, j1);
+                for (idx, (o, &v)) in y.rows_mut(j0, j1).iter_mut().zip(x).enumerate() {
+                    let s = if slope.len() == 1 {
+                        slope[0]
+                    } else {
+                        slope[idx % c]
+                    };
+                    *o = if v >= 0.0 { v } else { s * v };
+                }
+            }
+            (Buf::Time(y), Op::Affine { scale, shift }) => {
+                let c = y.channels;
+                let x = time(0).rows(j0, j1);
+                for (idx, (o, &v)) in y.rows_mut(j0, j1).iter_mut().zip(x).enumerate() {
+                    let ch = idx % c;
+                    *o = v * scale[ch % scale.len()] + shift[ch % shift.len()];
+                }
+            }
+            (Buf::Time(y), Op::Binary(op, a, b)) => {
+                let c = y.channels;
+                fn operand<'a>(
+                    o: &'a Operand,
+                    bufs: &'a [Buf],
+                    j0: usize,
+                    j1: usize,
+                ) -> (Option<&'a [f32]>, &'a [f32]) {
+                    match o {
+                        Operand::Node(id) => match &bufs[*id] {
+                            Buf::Time(t) => (Some(t.rows(j0, j1)), &[][..]),
+                            _ => unreachable!("time operand"),
+                        },
+                        Operand::Const(v) => (None, v.as_slice()),
+                        Operand::Broadcast(id) => match &bufs[*id] {
+                            Buf::Vector(v) => (None, v.as_slice()),
+                            _ => unreachable!("vector operand"),
+                        },
+                    }
+                }
+                let (ar, ac) = operand(a, bufs, j0, j1);
+                let (br, bc) = operand(b, bufs, j0, j1);
+                let out = y.rows_mut(j0, j1);
+                let op = *op;
+                match (ar, br) {
+                    (Some(ar), Some(br)) => {
+                        let it = out.iter_mut().zip(ar).zip(br);
+                        match op {
+                            BinOp::Add => it.for_each(|((o, &p), &q)| *o = p + q),
+                            BinOp::Sub => it.for_each(|((o, &p), &q)| *o = p - q),
+                            BinOp::Mul => it.for_each(|((o, &p), &q)| *o = p * q),
+                            BinOp::Div => it.for_each(|((o, &p), &q)| *o = p / q),
+                        }
+                    }
+                    (Some(ar), None) => {
+                        for (orow, arow) in out.chunks_mut(c).zip(ar.chunks(c)) {
+                            for (ch, (o, &p)) in orow.iter_mut().zip(arow).enumerate() {
+                                *o = op.apply(p, bc[if bc.len() == 1 { 0 } else { ch }]);
+                            }
+                        }
+                    }
+                    (None, Some(br)) => {
+                        for (orow, brow) in out.chunks_mut(c).zip(br.chunks(c)) {
+                            for (ch, (o, &q)) in orow.iter_mut().zip(brow).enumerate() {
+                                *o = op.apply(ac[if ac.len() == 1 { 0 } else { ch }], q);
+                            }
+                        }
+                    }
+                    (None, None) => unreachable!("one operand is the node itself"),
+                }
+            }
+            (Buf::Time(y), Op::Concat) => {
+                let c = y.channels;
+                let mut off = 0;
+                for k in 0..node.inputs.len() {
+                    let x = time(k);
+                    let xc = x.channels;
+                    let xr = x.rows(j0, j1);
+                    let out = y.rows_mut(j0, j1);
+                    for t in 0..(j1 - j0) {
+                        out[t * c + off..t * c + off + xc]
+                            .copy_from_slice(&xr[t * xc..(t + 1) * xc]);
+                    }
+                    off += xc;
+                }
+            }
+            (Buf::Time(y), Op::Softmax) => {
+                let c = y.channels;
+                let x = time(0).rows(j0, j1);
+                for (o, v) in y.rows_mut(j0, j1).chunks_mut(c).zip(x.chunks(c)) {
+                    softmax(v, o);
+                }
+            }
+            (Buf::Vector(y), Op::GlobalPool(r)) => {
+                let x = time(0);
+                let (c, l) = (x.channels, x.len);
+                let w = x.window();
+                for (ch, o) in y.iter_mut().enumerate() {
+                    *o = match r {
+                        Reduce::Mean => {
+                            ((0..l).map(|t| w[t * c + ch] as f64).sum::<f64>() / l as f64) as f32
+                        }
+                        Reduce::Max => (0..l)
+                            .map(|t| w[t * c + ch])
+                            .fold(f32::NEG_INFINITY, f32::max),
+                    };
+                }
+            }
+            (Buf::Vector(y), Op::Flatten) => {
+                let x = time(0);
+                let (c, l) = (x.channels, x.len);
+                let w = x.window();
+                for t in 0..l {
+                    for ch in 0..c {
+                        y[ch * l + t] = w[t * c + ch];
+                    }
+                }
+            }
+            (Buf::Vector(y), Op::Dense { weight, bias, .. }) => {
+                dense_layer(&self.kernels, vector(node.inputs[0]), weight, bias, y);
+            }
+            (Buf::Vector(y), Op::Unary(u)) => unary_slice(*u, vector(node.inputs[0]), y),
+            (Buf::Vector(y), Op::PRelu(slope)) => {
+                for (idx, (o, &v)) in y.iter_mut().zip(vector(node.inputs[0])).enumerate() {
+                    let s = slope[if slope.len() == 1 { 0 } else { idx }];
+                    *o = if v >= 0.0 { v } else { s * v };
+                }
+            }
+            (Buf::Vector(y), Op::Affine { scale, shift }) => {
+                for (idx, (o, &v)) in y.iter_mut().zip(vector(node.inputs[0])).enumerate() {
+                    *o = v * scale[idx % scale.len()] + shift[idx % shift.len()];
+                }
+            }
+            (Buf::Vector(y), Op::Binary(op, a, b)) => {
+                let val = |o: &Operand, idx: usize| -> f32 {
+                    match o {
+                        Operand::Node(id) | Operand::Broadcast(id) => vector(*id)[idx],
+                        Operand::Const(v) => v[if v.len() == 1 { 0 } else { idx }],
+                    }
+                };
+                for (idx, o) in y.iter_mut().enumerate() {
+                    *o = op.apply(val(a, idx), val(b, idx));
+                }
+            }
+            (Buf::Vector(y), Op::Softmax) => softmax(vector(node.inputs[0]), y),
+            (_, op) => unreachable!("importer produced {op:?} for kind {:?}", node.kind),
+        }
+        self.bufs[i] = me;
+    }
+}
+
+/// An elementwise function over a slice: the transcendental ones through the vectorised kernels.
+fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
+    use crate::kernels::cnn_act::{apply, Act};
+    let isa = crate::kernels::isa::Isa::get();
+    let act = match u {
+        Unary::Sigmoid => Some(Act::Sigmoid),
+        Unary::Tanh => Some(Act::Tanh),
+        Unary::Erf => Some(Act::Erf),
+        Unary::Gelu { tanh: false } => Some(Act::Gelu),
+        Unary::Elu(a) => Some(Act::Elu(a)),
+        Unary::Selu(a, g) => Some(Act::Selu(a, g)),
+        Unary::Softplus => Some(Act::Softplus),
+        _ => None,
+    };
+    if let Some(act) = act {
+        return apply(isa, act, x, y);
+    }
+    match u {
+        Unary::Relu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(0.0)),
+        Unary::Identity => y.copy_from_slice(x),
+        Unary::Clip(lo, hi) => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = v.max(lo).min(hi)),
+        Unary::LeakyRelu(a) => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = if v >= 0.0 { v } else { a * v }),
+        _ => y.iter_mut().zip(x).for_each(|(o, &v)| *o = u.apply(v)),
+    }
+}
+
+fn softmax(x: &[f32], y: &mut [f32]) {
+    let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut s = 0.0f64;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = (v - m).exp();
+        s += *o as f64;
+    }
+    let inv = (1.0 / s) as f32;
+    for o in y.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// Output frames `j0..j1` of a convolution. Frames whose input rows are all inside the window read the input
+/// buffer directly; frames that reach into the zero padding read a small padded copy.
+fn conv_range(
+    k: &ConvKernels,
+    conv: &Conv,
+    x: &TimeBuf,
+    y: &mut TimeBuf,
+    j0: usize,
+    j1: usize,
+    scratch: &mut Vec<f32>,
+) {
+    let sh = ConvShape {
+        cin: conv.cin,
+        cout: conv.cout,
+        k: conv.k,
+        stride: conv.stride,
+        dilation: conv.dilation,
+    };
+    let span = (conv.k - 1) * conv.dilation + 1;
+    let (s, pl) = (conv.stride, conv.pad_left);
+    // Direct frames: j·s ≥ pl and j·s − pl + span ≤ len.
+    let ja = pl.div_ceil(s).clamp(j0, j1);
+    let jb = if x.len + pl >= span {
+        (x.len + pl - span) / s + 1
+    } else {
+        0
+    };
+    let jb = jb.clamp(ja, j1);
+    let run = |xs: &[f32], y: &mut TimeBuf, a: usize, b: usize| {
+        if b > a {
+            let out = y.rows_mut(a, b);
+            if conv.depthwise {
+                (k.depthwise)(&sh, xs, &conv.weight, &conv.bias, out, b - a);
+            } else {
+                (k.dense)(&sh, xs, &conv.weight, &conv.bias, out, b - a);
+            }
+        }
+    };
+    if jb > ja {
+        let r0 = ja * s - pl;
+        run(x.rows(r0, r0 + sh.rows_needed(jb - ja)), y, ja, jb);
+    }
+    for (a, b) in [(j0, ja), (jb, j1)] {
+        if b <= a {
+            continue;
+        }
+        let first = (a * s) as isize - pl as isize;
+        let rows = sh.rows_needed(b - a);
+        let c = conv.cin;
+        scratch.clear();
+        scratch.resize(rows * c, 0.0);
+        for r in 0..rows {
+            let src = first + r as isize;
+            if src >= 0 && (src as usize) < x.len {
+                let s = src as usize;
+                scratch[r * c..(r + 1) * c].copy_from_slice(x.rows(s, s + 1));
+            }
+        }
+        run(scratch, y, a, b);
+    }
+}
+
+fn pool_range(p: &Pool, x: &TimeBuf, y: &mut TimeBuf, j0: usize, j1: usize) {
+    for j in j0..j1 {
+        let acc = y.rows_mut(j, j + 1);
+        acc.fill(if p.kind == PoolKind::Max {
+            f32::NEG_INFINITY
+        } else {
+            0.0
+        });
+        let mut count = 0usize;
+        for kk in 0..p.k {
+            let idx = (j * p.stride + kk * p.dilation) as isize - p.pad_left as isize;
+            if idx < 0 || idx as usize >= x.len {
+                continue;
+            }
+            count += 1;
+            let row = x.rows(idx as usize, idx as usize + 1);
+            match p.kind {
+                PoolKind::Max => acc.iter_mut().zip(row).for_each(|(a, &v)| *a = a.max(v)),
+                PoolKind::Avg { .. } => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v),
+            }
+        }
+        if let PoolKind::Avg { count_include_pad } = p.kind {
+            let d = if count_include_pad { p.k } else { count.max(1) } as f32;
+            acc.iter_mut().for_each(|a| *a /= d);
+        }
+    }
+}
+
+/// Normalised root-mean-square error of `got` against `want`: `rms(got − want) / rms(want)`.
+pub fn nrmse(got: &[f32], want: &[f32]) -> f64 {
+    let (mut e, mut r) = (0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        e += ((g - w) as f64).powi(2);
+        r += (w as f64).powi(2);
+    }
+    if r == 0.0 {
+        e.sqrt()
+    } else {
+        (e / r).sqrt()
+    }
+}
+
+impl crate::streaming::StreamingModule for Engine {
+    type Input = [f32];
+    type Output = Vec<Vec<f32>>;
+    fn step(&mut self, input: &[f32]) -> crate::Result<Vec<Vec<f32>>> {
+        let mut out = vec![];
+        self.push(input, &mut out);
+        Ok(out)
+    }
+    fn reset_state(&mut self) {
+        self.reset();
+    }
+}

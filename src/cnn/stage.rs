@@ -1,0 +1,434 @@
+//! The `cnn` stage: a 1-D CNN from ONNX run by the streaming engine on overlapping windows of the signal (raw
+//! samples or the streaming log-mel front end). Emits `scores` per hop (vector outputs), `detection` with
+//! threshold, hysteresis and refractory time, and `series` for fully convolutional per-frame outputs.
+
+use super::{import, Engine, Graph, Mode, Plan};
+use crate::config::{ConfigFile, Key, Length};
+use crate::dsp::logmel::{LogMel, LogMelConfig};
+use crate::error::Result;
+use crate::event::{Event, EventKind};
+use crate::stage::Stage;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What the model sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrontEnd {
+    /// Samples, one channel.
+    #[default]
+    Raw,
+    /// Log-mel frames (`n-mels` channels), as defined by training/common/logmel.py.
+    LogMel,
+}
+
+/// `kind = "cnn"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CnnStageConfig {
+    pub name: String,
+    /// The ONNX file (relative to the config file): one `[1, channels, time]` input.
+    pub model: PathBuf,
+    /// Rate the stage runs at (default 16000).
+    pub rate: Option<u32>,
+    /// Window the model sees, in samples or as a duration (at the stage rate).
+    pub window: Length,
+    /// Hop between windows (a multiple of the model's total stride, times `mel-hop` for log-mel).
+    pub hop: Length,
+    /// `exact` (default): equal to running every window whole; `approximate`: no edge recomputation; `full`.
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// `raw` (default) or `log-mel`.
+    #[serde(default)]
+    pub front_end: FrontEnd,
+    /// log-mel: bands (default 40).
+    pub n_mels: Option<usize>,
+    /// log-mel: FFT length (default 25 ms).
+    pub n_fft: Option<Length>,
+    /// log-mel: hop between frames (default 10 ms).
+    pub mel_hop: Option<Length>,
+    /// log-mel: lowest filter edge in Hz (default 0).
+    pub f_min: Option<f64>,
+    /// log-mel: highest filter edge in Hz (default rate / 2).
+    pub f_max: Option<f64>,
+    /// Names of the output values (default `out0`, `out1` …).
+    pub labels: Option<Vec<String>>,
+    /// Labels that raise `detection` events (default: all; needs `threshold`).
+    pub detect: Option<Vec<String>>,
+    /// Detection threshold on a score; no detections when absent.
+    pub threshold: Option<f32>,
+    /// A detected label re-arms when its score falls below `threshold - hysteresis` (default 0.1).
+    #[serde(default = "default_hysteresis")]
+    pub hysteresis: f32,
+    /// Minimum time between two detections of the same label (default 0.5 s).
+    #[serde(default = "default_refractory")]
+    pub refractory: Length,
+    /// Emit `scores` / `series` events every hop (default true).
+    #[serde(default = "yes")]
+    pub emit_scores: bool,
+}
+
+fn default_mode() -> Mode {
+    Mode::Exact
+}
+fn default_hysteresis() -> f32 {
+    0.1
+}
+fn default_refractory() -> Length {
+    Length::Seconds(0.5)
+}
+fn yes() -> bool {
+    true
+}
+
+/// Everything `check` and `build` derive from the config.
+struct Resolved {
+    rate: u32,
+    graph: Arc<Graph>,
+    plan: Plan,
+    logmel: Option<LogMelConfig>,
+    window_samples: u64,
+    hop_samples: u64,
+    /// Samples per model input frame.
+    frame_samples: u64,
+    labels: Vec<String>,
+}
+
+fn key_path(index: usize) -> impl Fn(&str) -> Vec<Key> {
+    move |k: &str| vec![Key::from("stage"), Key::Index(index), Key::from(k)]
+}
+
+fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolved> {
+    let at = key_path(index);
+    let rate = cfg.rate.unwrap_or(16_000);
+    if rate == 0 {
+        return Err(cf.error_at(&at("rate"), "must be > 0"));
+    }
+    let path = cf.resolve(&cfg.model);
+    if !path.is_file() {
+        return Err(cf.error_at(
+            &at("model"),
+            format!("model file {} does not exist", path.display()),
+        ));
+    }
+    let graph = Arc::new(import::load(&path).map_err(|e| cf.error_at(&at("model"), e))?);
+    let window_samples = cfg.window.samples(rate);
+    let hop_samples = cfg.hop.samples(rate);
+    if hop_samples == 0 {
+        return Err(cf.error_at(&at("hop"), "the hop is shorter than one sample"));
+    }
+    let (logmel, frames_w, frame_samples, hop_frames) = match cfg.front_end {
+        FrontEnd::Raw => {
+            for (k, present) in [
+                ("n-mels", cfg.n_mels.is_some()),
+                ("n-fft", cfg.n_fft.is_some()),
+                ("mel-hop", cfg.mel_hop.is_some()),
+                ("f-min", cfg.f_min.is_some()),
+                ("f-max", cfg.f_max.is_some()),
+            ] {
+                if present {
+                    return Err(cf.error_at(&at(k), "only used with front-end = \"log-mel\""));
+                }
+            }
+            if graph.in_channels != 1 {
+                return Err(cf.error_at(
+                    &at("model"),
+                    format!(
+                        "the model takes {} input channels; the raw front end gives 1",
+                        graph.in_channels
+                    ),
+                ));
+            }
+            (None, window_samples as usize, 1u64, hop_samples as usize)
+        }
+        FrontEnd::LogMel => {
+            let lm = LogMelConfig {
+                rate,
+                n_fft: cfg.n_fft.unwrap_or(Length::Seconds(0.025)).samples(rate) as usize,
+                hop: cfg.mel_hop.unwrap_or(Length::Seconds(0.010)).samples(rate) as usize,
+                n_mels: cfg.n_mels.unwrap_or(40),
+                f_min: cfg.f_min.unwrap_or(0.0),
+                f_max: cfg.f_max,
+            };
+            lm.validate()
+                .map_err(|e| cf.error_at(&at("front-end"), e))?;
+            if graph.in_channels != lm.n_mels {
+                return Err(cf.error_at(
+                    &at(if cfg.n_mels.is_some() {
+                        "n-mels"
+                    } else {
+                        "model"
+                    }),
+                    format!(
+                        "the model takes {} input channels but the front end gives {} mel bands",
+                        graph.in_channels, lm.n_mels
+                    ),
+                ));
+            }
+            if hop_samples % lm.hop as u64 != 0 {
+                return Err(cf.error_at(
+                    &at("hop"),
+                    format!(
+                        "{hop_samples} samples is not a multiple of the mel hop ({} samples)",
+                        lm.hop
+                    ),
+                ));
+            }
+            let frames = lm.frames(window_samples as usize);
+            (
+                Some(lm),
+                frames,
+                lm.hop as u64,
+                (hop_samples / lm.hop as u64) as usize,
+            )
+        }
+    };
+    if frames_w == 0 {
+        return Err(cf.error_at(&at("window"), "the window is shorter than one model frame"));
+    }
+    let plan = Plan::new(&graph, frames_w, hop_frames).map_err(|e| {
+        let key = if e.contains("hop") && !e.contains("too short") {
+            "hop"
+        } else {
+            "window"
+        };
+        let unit = if logmel.is_some() {
+            format!(" (in mel frames of {frame_samples} samples)")
+        } else {
+            String::new()
+        };
+        cf.error_at(&at(key), format!("{e}{unit}"))
+    })?;
+    let probe = Engine::new(graph.clone(), plan.clone(), cfg.mode);
+    let n_out: usize = probe.output_dims().iter().product();
+    let out_node = plan.nodes[graph.output];
+    let per_frame = if out_node.is_vector() {
+        n_out
+    } else {
+        n_out / out_node.len.max(1)
+    };
+    let labels = match &cfg.labels {
+        Some(l) if l.len() != per_frame => {
+            return Err(cf.error_at(
+                &at("labels"),
+                format!("{} labels for {per_frame} model outputs", l.len()),
+            ))
+        }
+        Some(l) => l.clone(),
+        None => (0..per_frame).map(|i| format!("out{i}")).collect(),
+    };
+    if let Some(d) = &cfg.detect {
+        for l in d {
+            if !labels.contains(l) {
+                return Err(cf.error_at(
+                    &at("detect"),
+                    format!("`{l}` is not one of the labels ({})", labels.join(", ")),
+                ));
+            }
+        }
+        if cfg.threshold.is_none() {
+            return Err(cf.error_at(&at("detect"), "needs a `threshold`"));
+        }
+    }
+    if let Some(t) = cfg.threshold {
+        if !t.is_finite() {
+            return Err(cf.error_at(&at("threshold"), "must be a finite number"));
+        }
+        if !out_node.is_vector() {
+            return Err(cf.error_at(
+                &at("threshold"),
+                "detections need a model with one score vector per window",
+            ));
+        }
+    }
+    if !(cfg.hysteresis.is_finite() && cfg.hysteresis >= 0.0) {
+        return Err(cf.error_at(&at("hysteresis"), "must be ≥ 0"));
+    }
+    Ok(Resolved {
+        rate,
+        graph,
+        plan,
+        logmel,
+        window_samples,
+        hop_samples,
+        frame_samples,
+        labels,
+    })
+}
+
+/// Semantic check of the `index`-th stage: the model loads, the front end fits it, the hop is valid.
+pub fn check(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<()> {
+    resolve(cfg, cf, index).map(|_| ())
+}
+
+/// Build the stage.
+pub fn build(cfg: &CnnStageConfig, cf: &ConfigFile) -> Result<Box<dyn Stage>> {
+    let index = cf
+        .config
+        .stages
+        .iter()
+        .position(|s| s.name() == cfg.name)
+        .unwrap_or(0);
+    let r = resolve(cfg, cf, index)?;
+    Ok(Box::new(CnnStage::new(cfg, r)?))
+}
+
+/// The running stage.
+pub struct CnnStage {
+    name: Arc<str>,
+    rate: u32,
+    engine: Engine,
+    front: Option<LogMel>,
+    frames: Vec<f32>,
+    outs: Vec<Vec<f32>>,
+    labels: Arc<[String]>,
+    detect: Vec<bool>,
+    threshold: Option<f32>,
+    hysteresis: f32,
+    refractory: u64,
+    armed: Vec<bool>,
+    last_detection: Vec<Option<u64>>,
+    emit_scores: bool,
+    window_samples: u64,
+    hop_samples: u64,
+    /// Samples per output frame of a time-series output.
+    series_period: u64,
+    series_frames_per_hop: usize,
+}
+
+impl CnnStage {
+    fn new(cfg: &CnnStageConfig, r: Resolved) -> Result<Self> {
+        let front = match r.logmel {
+            Some(c) => Some(LogMel::new(c).map_err(crate::error::Error::Other)?),
+            None => None,
+        };
+        let out = r.plan.nodes[r.graph.output];
+        let n = r.labels.len();
+        let detect = r
+            .labels
+            .iter()
+            .map(|l| cfg.detect.as_ref().is_none_or(|d| d.contains(l)))
+            .collect();
+        Ok(CnnStage {
+            name: Arc::from(cfg.name.as_str()),
+            rate: r.rate,
+            engine: Engine::new(r.graph.clone(), r.plan.clone(), cfg.mode),
+            front,
+            frames: vec![],
+            outs: vec![],
+            labels: r.labels.into(),
+            detect,
+            threshold: cfg.threshold,
+            hysteresis: cfg.hysteresis,
+            refractory: cfg.refractory.samples(r.rate),
+            armed: vec![true; n],
+            last_detection: vec![None; n],
+            emit_scores: cfg.emit_scores,
+            window_samples: r.window_samples,
+            hop_samples: r.hop_samples,
+            series_period: out.stride.max(1) as u64 * r.frame_samples,
+            series_frames_per_hop: out.hop,
+        })
+    }
+
+    fn window_output(&mut self, index: u64, y: &[f32], out: &mut Vec<Event>) {
+        // Stream time of the window's end, in samples at the stage rate.
+        let end = self.window_samples + index * self.hop_samples;
+        let dims = self.engine.output_dims();
+        let out_node = self.engine.plan().nodes[self.engine.graph().output];
+        if !out_node.is_vector() {
+            if self.emit_scores {
+                // Per-frame output [.., C, T]: emit the frames this hop made new (all of them for the first window).
+                let t = out_node.len;
+                let c = y.len() / t.max(1);
+                let from = if index == 0 {
+                    0
+                } else {
+                    t.saturating_sub(self.series_frames_per_hop)
+                };
+                let values = (from..t)
+                    .map(|j| (0..c).map(|ch| y[ch * t + j]).collect())
+                    .collect();
+                out.push(Event::new(
+                    &self.name,
+                    end,
+                    EventKind::Series {
+                        period: self.series_period,
+                        values,
+                    },
+                ));
+            }
+            let _ = dims;
+            return;
+        }
+        if self.emit_scores {
+            out.push(Event::new(
+                &self.name,
+                end,
+                EventKind::Scores {
+                    labels: self.labels.clone(),
+                    scores: y.to_vec(),
+                },
+            ));
+        }
+        if let Some(th) = self.threshold {
+            for (i, &s) in y.iter().enumerate() {
+                if !self.detect[i] {
+                    continue;
+                }
+                if self.armed[i] && s >= th {
+                    let ready = self.last_detection[i].is_none_or(|t| end >= t + self.refractory);
+                    if ready {
+                        out.push(Event::new(
+                            &self.name,
+                            end,
+                            EventKind::Detection {
+                                label: self.labels[i].clone(),
+                                score: s,
+                            },
+                        ));
+                        self.last_detection[i] = Some(end);
+                        self.armed[i] = false;
+                    }
+                } else if !self.armed[i] && s < th - self.hysteresis {
+                    self.armed[i] = true;
+                }
+            }
+        }
+    }
+}
+
+impl Stage for CnnStage {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn rate(&self) -> u32 {
+        self.rate
+    }
+    fn push(&mut self, samples: &[f32], out: &mut Vec<Event>) {
+        let mut outs = std::mem::take(&mut self.outs);
+        outs.clear();
+        let first = self.engine.windows();
+        match &mut self.front {
+            Some(lm) => {
+                self.frames.clear();
+                lm.push(samples, &mut self.frames);
+                self.engine.push(&self.frames, &mut outs);
+            }
+            None => self.engine.push(samples, &mut outs),
+        }
+        for (k, y) in outs.iter().enumerate() {
+            self.window_output(first + k as u64, y, out);
+        }
+        self.outs = outs;
+    }
+    fn reset(&mut self) {
+        self.engine.reset();
+        if let Some(lm) = &mut self.front {
+            lm.reset();
+        }
+        self.armed.iter_mut().for_each(|a| *a = true);
+        self.last_detection.iter_mut().for_each(|t| *t = None);
+    }
+}

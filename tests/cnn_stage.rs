@@ -1,0 +1,295 @@
+//! The `cnn` stage from a config: scores equal the full-window engine on every window (raw and log-mel front
+//! ends), per-frame models emit series, detections respect threshold / hysteresis / refractory, bad hops are
+//! refused with the valid ones at the config line, and `sigflow run` runs a cnn stage on a WAV file.
+
+#[path = "cnn_common.rs"]
+mod common;
+
+use common::*;
+use sigflow::cnn::{import, Engine, Mode, Plan};
+use sigflow::config::ConfigFile;
+use sigflow::dsp::logmel::{LogMel, LogMelConfig};
+use sigflow::event::{Event, EventKind};
+use std::path::Path;
+use std::sync::Arc;
+
+fn config(stage: &str) -> ConfigFile {
+    let text = format!(
+        "[source]\nkind = \"synth\"\nsignal = \"noise\"\n\n[[stage]]\nkind = \"cnn\"\n{stage}\n"
+    );
+    ConfigFile::parse(Path::new("cnn-test.toml"), text).expect("config parses")
+}
+
+fn model(name: &str) -> String {
+    fixtures()
+        .join(format!("{name}.onnx"))
+        .display()
+        .to_string()
+}
+
+fn build(cf: &ConfigFile) -> Box<dyn sigflow::Stage> {
+    match &cf.config.stages[0] {
+        sigflow::config::StageConfig::Cnn(c) => {
+            sigflow::cnn::stage::check(c, cf, 0).expect("check passes");
+            sigflow::cnn::stage::build(c, cf).expect("stage builds")
+        }
+        _ => panic!("not a cnn stage"),
+    }
+}
+
+fn noise(n: usize) -> Vec<f32> {
+    let mut s = 88172645463325252u64;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
+fn run(stage: &mut dyn sigflow::Stage, x: &[f32], block: usize) -> Vec<Event> {
+    let mut ev = vec![];
+    for chunk in x.chunks(block) {
+        stage.push(chunk, &mut ev);
+    }
+    ev
+}
+
+#[test]
+fn raw_scores_equal_full_window_runs() {
+    let cf = config(&format!(
+        "name = \"ds\"\nmodel = \"{}\"\nwindow = 512\nhop = 64\nlabels = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]",
+        model("dsconv")
+    ));
+    let mut st = build(&cf);
+    let x = noise(512 + 64 * 20 + 17);
+    let ev = run(st.as_mut(), &x, 173);
+    let g = Arc::new(import::load(&fixtures().join("dsconv.onnx")).unwrap());
+    let mut full = Engine::new(g.clone(), Plan::new(&g, 512, 64).unwrap(), Mode::Full);
+    let scores: Vec<&Event> = ev.iter().filter(|e| e.tag() == "scores").collect();
+    assert_eq!(scores.len(), 21);
+    for (i, e) in scores.iter().enumerate() {
+        assert_eq!(e.sample, 512 + 64 * i as u64);
+        let EventKind::Scores { labels, scores } = &e.kind else {
+            unreachable!()
+        };
+        assert_eq!(labels[1], "b");
+        let want = full.run_window(&x[i * 64..i * 64 + 512]);
+        assert!(
+            max_diff(scores, &want) <= 1e-5 * max_abs(&want),
+            "window {i}"
+        );
+    }
+}
+
+#[test]
+fn log_mel_front_end_feeds_the_model() {
+    // melcnn takes 40 bands × 101 frames: 400 + 100·160 samples; a hop of 8 frames (stride 4) = 1280 samples.
+    let cf = config(&format!(
+        "name = \"kws\"\nmodel = \"{}\"\nfront-end = \"log-mel\"\nwindow = 16400\nhop = \"80ms\"\nn-mels = 40\nn-fft = 400\nmel-hop = \"10ms\"",
+        model("melcnn")
+    ));
+    let mut st = build(&cf);
+    let x = noise(16400 + 1280 * 5 + 99);
+    let ev = run(st.as_mut(), &x, 1000);
+    let scores: Vec<&Event> = ev.iter().filter(|e| e.tag() == "scores").collect();
+    assert_eq!(scores.len(), 6);
+    let lm = LogMelConfig {
+        rate: 16_000,
+        n_fft: 400,
+        hop: 160,
+        n_mels: 40,
+        f_min: 0.0,
+        f_max: None,
+    };
+    let g = Arc::new(import::load(&fixtures().join("melcnn.onnx")).unwrap());
+    let mut full = Engine::new(g.clone(), Plan::new(&g, 101, 8).unwrap(), Mode::Full);
+    for (i, e) in scores.iter().enumerate() {
+        let EventKind::Scores { scores, .. } = &e.kind else {
+            unreachable!()
+        };
+        let feats = LogMel::batch(lm, &x[i * 1280..i * 1280 + 16400]).unwrap();
+        let want = full.run_window(&time_major(&sigflow::cnn::npy::Array {
+            shape: vec![40, 101],
+            data: feats,
+        }));
+        assert!(max_diff(scores, &want) <= 1e-5, "window {i}");
+        assert!(
+            (scores.iter().sum::<f32>() - 1.0).abs() < 1e-4,
+            "softmax output"
+        );
+    }
+}
+
+#[test]
+fn per_frame_models_emit_new_frames_as_series() {
+    let cf = config(&format!(
+        "name = \"fcn\"\nmodel = \"{}\"\nwindow = 256\nhop = 32",
+        model("gated")
+    ));
+    let mut st = build(&cf);
+    let x = noise(256 + 32 * 4);
+    let ev = run(st.as_mut(), &x, 50);
+    let series: Vec<&Event> = ev.iter().filter(|e| e.tag() == "series").collect();
+    assert_eq!(series.len(), 5);
+    let EventKind::Series { values, period } = &series[0].kind else {
+        unreachable!()
+    };
+    assert_eq!((values.len(), *period), (256, 1));
+    let EventKind::Series { values, .. } = &series[4].kind else {
+        unreachable!()
+    };
+    assert_eq!(values.len(), 32);
+    assert!(values
+        .iter()
+        .all(|v| v.len() == 1 && v[0] > 0.0 && v[0] < 1.0));
+}
+
+#[test]
+fn detections_follow_threshold_hysteresis_and_refractory() {
+    // gmp ends in a sigmoid: three scores in (0, 1). A threshold of 0 fires on every window unless held back.
+    let base = format!(
+        "name = \"det\"\nmodel = \"{}\"\nwindow = 256\nhop = 32\nlabels = [\"x\", \"y\", \"z\"]",
+        model("gmp")
+    );
+    let x = noise(256 + 32 * 40);
+    // Hysteresis larger than any score: each label fires once and never re-arms.
+    let mut st = build(&config(&format!(
+        "{base}\nthreshold = 0.0\nhysteresis = 2.0\ndetect = [\"y\"]"
+    )));
+    let ev = run(st.as_mut(), &x, 100);
+    let det: Vec<&Event> = ev.iter().filter(|e| e.tag() == "detection").collect();
+    assert_eq!(det.len(), 1);
+    assert!(matches!(&det[0].kind, EventKind::Detection { label, .. } if label == "y"));
+    // Threshold at the median score of `y`, no hysteresis: a detection on every rising edge, which the
+    // refractory time then thins out.
+    let mut st = build(&config(&base));
+    let ys: Vec<f32> = run(st.as_mut(), &x, 100)
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Scores { scores, .. } => Some(scores[1]),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = ys.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let th = sorted[sorted.len() / 2];
+    let (mut armed, mut edges) = (true, vec![]);
+    for (i, &s) in ys.iter().enumerate() {
+        if armed && s >= th {
+            edges.push(256 + 32 * i as u64);
+            armed = false;
+        } else if !armed && s < th {
+            armed = true;
+        }
+    }
+    assert!(edges.len() >= 3, "scores vary too little: {ys:?}");
+    let detections = |refractory: u64| -> Vec<u64> {
+        let cfg = format!("{base}\nthreshold = {th:?}\nhysteresis = 0.0\nrefractory = {refractory}\nemit-scores = false\ndetect = [\"y\"]");
+        let mut st = build(&config(&cfg));
+        let ev = run(st.as_mut(), &x, 100);
+        assert!(ev.iter().all(|e| e.tag() == "detection"));
+        ev.iter().map(|e| e.sample).collect()
+    };
+    assert_eq!(detections(0), edges);
+    let thinned = detections(200);
+    assert!(thinned.len() < edges.len() || edges.windows(2).all(|w| w[1] - w[0] >= 200));
+    assert!(
+        thinned.windows(2).all(|w| w[1] - w[0] >= 200),
+        "{thinned:?}"
+    );
+}
+
+#[test]
+fn config_errors_point_at_the_key() {
+    let cf = config(&format!(
+        "name = \"ds\"\nmodel = \"{}\"\nwindow = 512\nhop = 60",
+        model("dsconv")
+    ));
+    let sigflow::config::StageConfig::Cnn(c) = &cf.config.stages[0] else {
+        unreachable!()
+    };
+    let e = sigflow::cnn::stage::check(c, &cf, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cnn-test.toml:10:1: stage[0].hop: hop 60 cannot be exact"),
+        "{e}"
+    );
+    assert!(
+        e.contains("valid hops: multiples of 8 up to 512: 8, 16"),
+        "{e}"
+    );
+    let cf = config(&format!(
+        "name = \"ds\"\nmodel = \"{}\"\nwindow = 512\nhop = 64\nlabels = [\"a\"]",
+        model("dsconv")
+    ));
+    let sigflow::config::StageConfig::Cnn(c) = &cf.config.stages[0] else {
+        unreachable!()
+    };
+    let e = sigflow::cnn::stage::check(c, &cf, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stage[0].labels: 1 labels for 6 model outputs"),
+        "{e}"
+    );
+    let cf = config("name = \"ds\"\nmodel = \"missing.onnx\"\nwindow = 512\nhop = 64");
+    let sigflow::config::StageConfig::Cnn(c) = &cf.config.stages[0] else {
+        unreachable!()
+    };
+    let e = sigflow::cnn::stage::check(c, &cf, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stage[0].model: model file") && e.contains("does not exist"),
+        "{e}"
+    );
+}
+
+#[test]
+fn daemon_runs_a_cnn_stage_on_a_wav_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("in.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for v in noise(16_000) {
+        w.write_sample((v * 20000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let cfg = dir.path().join("cnn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nkind = \"wav\"\npath = \"in.wav\"\n\n[[stage]]\nkind = \"cnn\"\nname = \"ds\"\nmodel = \"{}\"\nrate = 16000\nwindow = \"32ms\"\nhop = \"4ms\"\n\n[[sink]]\nkind = \"jsonl\"\npath = \"{}\"\n",
+            model("dsconv"),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_sigflow"))
+        .arg("run")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "sigflow run failed: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let scores = text
+        .lines()
+        .filter(|l| l.contains("\"event\":\"scores\"") && l.contains("\"stage\":\"ds\""))
+        .count();
+    // 16000 samples, window 512, hop 64: 243 windows.
+    assert_eq!(scores, 243, "{text:.400}");
+}
