@@ -179,7 +179,7 @@ impl Weights {
                                 codes[p * CHUNK + k] | (codes[p * CHUNK + QK + k] << 4);
                         }
                     }
-                    if cols % CHUNK != 0 {
+                    if !cols.is_multiple_of(CHUNK) {
                         let base = full * CHUNK;
                         for k in 0..QK / 2 {
                             dst[full * QK + k] = codes[base + k] | (codes[base + QK / 2 + k] << 4);
@@ -201,7 +201,7 @@ impl Weights {
     /// Switch to the packed layout when the shape allows it.
     fn packed_if_possible(self) -> Weights {
         if self.packed
-            || self.rows % GROUP != 0
+            || !self.rows.is_multiple_of(GROUP)
             || !self.cols.is_multiple_of(CHUNK)
             || self.rows == 0
         {
