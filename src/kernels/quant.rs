@@ -442,6 +442,17 @@ pub struct QuantActs {
 impl QuantActs {
     /// Quantise `x` (n × cols, row-major). `cols` must be a multiple of 32.
     pub fn quantize(&mut self, x: &[f32], n: usize, cols: usize) {
+        self.quantize_on(x, n, cols, None);
+    }
+
+    /// [`QuantActs::quantize`], split over `pool` when there is enough work (prefill).
+    pub fn quantize_on(
+        &mut self,
+        x: &[f32],
+        n: usize,
+        cols: usize,
+        pool: Option<&super::pool::ThreadPool>,
+    ) {
         debug_assert_eq!(x.len(), n * cols);
         debug_assert_eq!(cols % QK, 0);
         self.n = n;
@@ -452,14 +463,70 @@ impl QuantActs {
         self.sum.resize(nb, 0);
         self.d_lanes.resize(nb * 8, 0.0);
         self.ds_lanes.resize(nb * 8, 0.0);
-        for b in 0..nb {
-            let dst = &mut self.qs[b * QK..(b + 1) * QK];
-            let scale = quantize_block_q8(&x[b * QK..(b + 1) * QK], dst);
-            let s: i32 = dst.iter().map(|&q| q as i32).sum();
-            self.d[b] = scale;
-            self.sum[b] = s;
-            self.d_lanes[b * 8..b * 8 + 8].fill(scale);
-            self.ds_lanes[b * 8..b * 8 + 8].fill(scale * s as f32 / 8.0);
+        let bufs = ActPtrs {
+            qs: self.qs.as_mut_ptr(),
+            d: self.d.as_mut_ptr(),
+            sum: self.sum.as_mut_ptr(),
+            dl: self.d_lanes.as_mut_ptr(),
+            dsl: self.ds_lanes.as_mut_ptr(),
+        };
+        const PER_TASK: usize = 256;
+        let job = move |task: usize| {
+            let bufs = bufs;
+            for b in task * PER_TASK..((task + 1) * PER_TASK).min(nb) {
+                // SAFETY: block b's slots in every buffer (sized for nb blocks above) belong to this task only.
+                unsafe { bufs.block(b, &x[b * QK..(b + 1) * QK]) };
+            }
+        };
+        let tasks = nb.div_ceil(PER_TASK);
+        match pool {
+            Some(p) if tasks > 1 => p.run(tasks, &job),
+            _ => (0..tasks).for_each(job),
+        }
+    }
+}
+
+/// Raw pointers into the buffers of a [`QuantActs`], for filling disjoint blocks from several threads.
+#[derive(Clone, Copy)]
+struct ActPtrs {
+    qs: *mut i8,
+    d: *mut f32,
+    sum: *mut i32,
+    dl: *mut f32,
+    dsl: *mut f32,
+}
+
+// SAFETY: every task writes only the slots of its own blocks, and `ThreadPool::run` returns after all tasks.
+unsafe impl Send for ActPtrs {}
+// SAFETY: as above.
+unsafe impl Sync for ActPtrs {}
+
+impl ActPtrs {
+    /// Quantise one block of 32 values into block slot `b`.
+    ///
+    /// # Safety
+    /// `b` must be inside the buffers and no other thread may write block `b` concurrently.
+    unsafe fn block(&self, b: usize, src: &[f32]) {
+        let amax = src.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        // SAFETY: the caller guarantees exclusive access to block b's 32 codes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.qs.add(b * QK), QK) };
+        let mut s = 0i32;
+        for (o, &x) in dst.iter_mut().zip(src) {
+            // Round half away from zero (as `f32::round`) without a libm call; |x·inv| ≤ 127.
+            let q = (x * inv + 0.5f32.copysign(x)) as i32;
+            *o = q as i8;
+            s += q;
+        }
+        // SAFETY: slots of block b, exclusive to the caller.
+        unsafe {
+            *self.d.add(b) = scale;
+            *self.sum.add(b) = s;
+            for k in 0..8 {
+                *self.dl.add(b * 8 + k) = scale;
+                *self.dsl.add(b * 8 + k) = scale * s as f32 / 8.0;
+            }
         }
     }
 }

@@ -528,7 +528,7 @@ impl Lfm2 {
 
     fn matmul(&self, w: &Weights, x: &[f32], n: usize, y: &mut [f32], qa: &mut QuantActs) {
         let inp = if w.dtype().is_quantized() {
-            qa.quantize(x, n, w.cols);
+            qa.quantize_on(x, n, w.cols, Some(&self.pool));
             Input::Quant(qa)
         } else {
             Input::F32 { x, cols: w.cols }
@@ -713,11 +713,23 @@ impl Lfm2 {
                 );
             }
             self.matmul(&layer.w13, &s.h[..n * h], n, &mut s.big, &mut s.qa);
-            for t in 0..n {
-                let row = &s.big[t * 2 * ff..(t + 1) * 2 * ff];
-                let (g, u) = row.split_at(ff);
-                for j in 0..ff {
-                    s.mid[t * ff + j] = ops::silu(g[j]) * u[j];
+            {
+                let big = &s.big;
+                let mid = SharedMut(s.mid.as_mut_ptr());
+                let gate = move |t: usize| {
+                    let mid = mid;
+                    let row = &big[t * 2 * ff..(t + 1) * 2 * ff];
+                    let (g, u) = row.split_at(ff);
+                    // SAFETY: row t of `mid` (n × ff values) is written by this task only.
+                    let o = unsafe { std::slice::from_raw_parts_mut(mid.0.add(t * ff), ff) };
+                    for j in 0..ff {
+                        o[j] = ops::silu(g[j]) * u[j];
+                    }
+                };
+                if n >= 8 {
+                    self.pool.run(n, &gate);
+                } else {
+                    (0..n).for_each(gate);
                 }
             }
             self.matmul(&layer.w2, &s.mid[..n * ff], n, &mut s.out, &mut s.qa);
