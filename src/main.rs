@@ -39,6 +39,8 @@ enum Command {
     Bench(BenchCommand),
     /// Run a 1-D CNN (ONNX) over a .npy signal window by window with the streaming engine; write stacked outputs.
     Infer(sigflow::cnn::cli::InferArgs),
+    /// Run an LFM2 checkpoint on token ids and print the generated ids (comma-separated).
+    Generate(sigflow::s2s::cli::GenerateArgs),
 }
 
 #[derive(Subcommand)]
@@ -47,6 +49,8 @@ enum BenchCommand {
     Pipeline(sigflow::pipeline::bench::PipelineBenchArgs),
     /// Streaming CNN per-hop time vs native full window vs ONNX Runtime, at overlaps 50–93.75 %.
     Cnn(sigflow::cnn::cli::BenchCnnArgs),
+    /// LFM2 backbone throughput with random weights of the published shapes, against the bandwidth roofline.
+    Lfm2(sigflow::s2s::cli::BenchLfm2Args),
 }
 
 fn run(cli: Cli) -> sigflow::Result<()> {
@@ -93,8 +97,10 @@ fn run(cli: Cli) -> sigflow::Result<()> {
         Command::Bench(b) => match b {
             BenchCommand::Pipeline(args) => sigflow::pipeline::bench::run(&args),
             BenchCommand::Cnn(args) => sigflow::cnn::cli::bench(&args),
+            BenchCommand::Lfm2(args) => sigflow::s2s::cli::bench_lfm2(&args),
         },
         Command::Infer(args) => sigflow::cnn::cli::infer(&args),
+        Command::Generate(args) => sigflow::s2s::cli::generate(&args),
     }
 }
 

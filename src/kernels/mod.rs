@@ -4,3 +4,7 @@
 pub mod cnn_act;
 pub mod conv;
 pub mod isa;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
+pub mod quant;

@@ -1,1 +1,6 @@
 //! Speech-to-speech model (LFM2-Audio architecture): LFM2 backbone, encoder, depthformer, detokenizer.
+
+pub mod cli;
+pub mod lfm2;
+pub mod sampling;
+pub mod weights;

@@ -1,0 +1,718 @@
+//! Matrix-vector and matrix-matrix products `y = x · Wᵀ` for weights in f32, bf16, q8 and q4.
+//!
+//! `x` is `n × cols` (one row per token), `W` is `rows × cols`, `y` is `n × rows`. The unit of work is a *tile*: one
+//! weight row against up to [`NT`] tokens, so each weight row is loaded (and for q4 unpacked) once per group of
+//! tokens — the matrix-matrix path of prefill; decode is the same with `n = 1`. Rows are split across the
+//! [`ThreadPool`]. Each tile has a scalar reference ([`Path::Scalar`]) and AVX2+FMA / AVX-512 (+VNNI for the
+//! integer formats) versions chosen at run time.
+
+use super::isa::Isa;
+use super::pool::ThreadPool;
+use super::quant::{bf16_bits_to_f32, QuantActs, WeightData, Weights, CHUNK, QK};
+
+/// Tokens per tile.
+pub const NT: usize = 4;
+
+/// Which implementation of the tile kernels to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl Path {
+    /// The fastest path this CPU (capped by `SIGFLOW_ISA`) supports.
+    pub fn best() -> Path {
+        Path::from_isa(Isa::get())
+    }
+
+    pub fn from_isa(isa: Isa) -> Path {
+        if isa.avx512f && isa.avx512bw && isa.avx512vnni {
+            Path::Avx512
+        } else if isa.avx2_fma {
+            Path::Avx2
+        } else {
+            Path::Scalar
+        }
+    }
+
+    /// Every path runnable here, the scalar reference first.
+    pub fn available() -> Vec<Path> {
+        let best = Path::from_isa(Isa::detect());
+        match best {
+            Path::Scalar => vec![Path::Scalar],
+            Path::Avx2 => vec![Path::Scalar, Path::Avx2],
+            Path::Avx512 => vec![Path::Scalar, Path::Avx2, Path::Avx512],
+        }
+    }
+}
+
+/// The activations a tile reads: plain f32 for f32/bf16 weights, quantised for q8/q4.
+#[derive(Clone, Copy)]
+pub enum Input<'a> {
+    F32 { x: &'a [f32], cols: usize },
+    Quant(&'a QuantActs),
+}
+
+/// Compute one tile: `out[i] = dot(W[r], x[t0 + i])` for `i < nt` (`nt ≤ NT`).
+pub fn tile(
+    path: Path,
+    w: &Weights,
+    r: usize,
+    inp: Input<'_>,
+    t0: usize,
+    nt: usize,
+    out: &mut [f32; NT],
+) {
+    debug_assert!((1..=NT).contains(&nt));
+    match path {
+        Path::Scalar => scalar::tile(w, r, inp, t0, nt, out),
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx2 => {
+            // SAFETY: `Path::Avx2` is only selected when AVX2 and FMA were detected at run time.
+            unsafe { avx2::tile(w, r, inp, t0, nt, out) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Path::Avx512 => {
+            // SAFETY: `Path::Avx512` is only selected when AVX-512 F/BW/VNNI were detected at run time.
+            unsafe { avx512::tile(w, r, inp, t0, nt, out) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => scalar::tile(w, r, inp, t0, nt, out),
+    }
+}
+
+/// A raw output pointer shared by the tasks of one call; each task writes disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint indices (distinct rows) and the call waits for all tasks before returning.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// `y[n × rows] = x[n × cols] · Wᵀ` on `pool`, quantising `x` into `scratch` first if `W` is q8/q4.
+pub fn matmul(
+    w: &Weights,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut QuantActs,
+    pool: &ThreadPool,
+) {
+    matmul_path(Path::best(), w, x, n, y, scratch, pool)
+}
+
+/// [`matmul`] with an explicit kernel path.
+pub fn matmul_path(
+    path: Path,
+    w: &Weights,
+    x: &[f32],
+    n: usize,
+    y: &mut [f32],
+    scratch: &mut QuantActs,
+    pool: &ThreadPool,
+) {
+    assert_eq!(x.len(), n * w.cols, "matmul input shape");
+    assert_eq!(y.len(), n * w.rows, "matmul output shape");
+    let inp = if w.dtype().is_quantized() {
+        scratch.quantize(x, n, w.cols);
+        Input::Quant(scratch)
+    } else {
+        Input::F32 { x, cols: w.cols }
+    };
+    matmul_input(path, w, inp, n, y, pool);
+}
+
+/// The product from already prepared input (lets several matrices share one quantised input).
+pub fn matmul_input(
+    path: Path,
+    w: &Weights,
+    inp: Input<'_>,
+    n: usize,
+    y: &mut [f32],
+    pool: &ThreadPool,
+) {
+    assert_eq!(y.len(), n * w.rows, "matmul output shape");
+    let rows = w.rows;
+    let threads = pool.threads();
+    // Several tasks per thread so a thread slowed by other load does not hold the others back.
+    let tasks = if threads == 1 { 1 } else { threads * 4 };
+    let per = rows.div_ceil(tasks).div_ceil(4).max(1) * 4;
+    let n_tasks = rows.div_ceil(per);
+    let out = OutPtr(y.as_mut_ptr());
+    let job = move |task: usize| {
+        let out = out;
+        let r0 = task * per;
+        let r1 = (r0 + per).min(rows);
+        let mut acc = [0f32; NT];
+        let mut r = r0;
+        #[cfg(target_arch = "x86_64")]
+        if path == Path::Avx512 {
+            // Several rows per tile: fewer reductions and loop overheads per weight byte (decode) and shared
+            // activation loads (prefill).
+            const MR: usize = 4;
+            let mut acc4 = [[0f32; NT]; MR];
+            while r + MR <= r1 {
+                let mut t0 = 0;
+                while t0 < n {
+                    let nt = (n - t0).min(NT);
+                    // SAFETY: `Path::Avx512` is only selected when AVX-512 F/BW/VNNI were detected; rows
+                    // r..r + MR < rows and tokens t0..t0 + nt < n.
+                    unsafe { avx512::tile_rows::<MR>(w, r, inp, t0, nt, &mut acc4) };
+                    for (m, accm) in acc4.iter().enumerate() {
+                        for (i, &v) in accm.iter().enumerate().take(nt) {
+                            // SAFETY: inside `y` (n × rows); each element is written by exactly one task.
+                            unsafe { *out.0.add((t0 + i) * rows + r + m) = v };
+                        }
+                    }
+                    t0 += nt;
+                }
+                r += MR;
+            }
+        }
+        for r in r..r1 {
+            let mut t0 = 0;
+            while t0 < n {
+                let nt = (n - t0).min(NT);
+                tile(path, w, r, inp, t0, nt, &mut acc);
+                for (i, &v) in acc.iter().enumerate().take(nt) {
+                    // SAFETY: (t0 + i) < n and r < rows, so the index is inside `y` (n × rows); each (row, token)
+                    // element is written by exactly one task.
+                    unsafe { *out.0.add((t0 + i) * rows + r) = v };
+                }
+                t0 += nt;
+            }
+        }
+    };
+    pool.run(n_tasks, &job);
+}
+
+/// Scalar reference kernels.
+pub mod scalar {
+    use super::*;
+
+    pub fn tile(w: &Weights, r: usize, inp: Input<'_>, t0: usize, nt: usize, out: &mut [f32; NT]) {
+        let c = w.cols;
+        for (i, o) in out.iter_mut().enumerate().take(nt) {
+            let t = t0 + i;
+            *o = match (&w.data, inp) {
+                (WeightData::F32(v), Input::F32 { x, .. }) => {
+                    (0..c).map(|j| v[w.voff(r, j)] * x[t * c + j]).sum()
+                }
+                (WeightData::Bf16(v), Input::F32 { x, .. }) => (0..c)
+                    .map(|j| bf16_bits_to_f32(v[w.voff(r, j)]) * x[t * c + j])
+                    .sum(),
+                (WeightData::Q8 { qs, d }, Input::Quant(a)) => {
+                    let nb = c / QK;
+                    let mut s = 0f32;
+                    for b in 0..nb {
+                        let xq = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
+                        let dot: i32 = (0..QK)
+                            .map(|e| qs[w.voff(r, b * QK + e)] as i32 * xq[e] as i32)
+                            .sum();
+                        s += d[w.doff(r, b)] * a.d[t * nb + b] * dot as f32;
+                    }
+                    s
+                }
+                (WeightData::Q4 { qs, d }, Input::Quant(a)) => {
+                    let nb = c / QK;
+                    let mut s = 0f32;
+                    for b in 0..nb {
+                        let xq = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
+                        let dot: i32 = (0..QK)
+                            .map(|e| Weights::q4_at(qs, w, r, b * QK + e) * xq[e] as i32)
+                            .sum();
+                        s += d[w.doff(r, b)] * a.d[t * nb + b] * dot as f32;
+                    }
+                    s
+                }
+                _ => panic!("weight format and input kind do not match"),
+            };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// # Safety
+    /// Needs AVX2 and FMA; `r`, `t0 + nt` within the matrix and input.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by token
+    pub unsafe fn tile(
+        w: &Weights,
+        r: usize,
+        inp: Input<'_>,
+        t0: usize,
+        nt: usize,
+        out: &mut [f32; NT],
+    ) {
+        let c = w.cols;
+        let mut acc = [_mm256_setzero_ps(); NT];
+        let mut tail = [0f32; NT];
+        // Groups of 8 values never straddle a chunk (64 values), so `voff` of the first one addresses all 8.
+        let main = c / 8 * 8;
+        match (&w.data, inp) {
+            (WeightData::F32(v), Input::F32 { x, .. }) => {
+                for j in (0..main).step_by(8) {
+                    // SAFETY: values j..j + 8 of row r are contiguous in storage at `voff(r, j)`.
+                    let wv = unsafe { _mm256_loadu_ps(v.as_ptr().add(w.voff(r, j))) };
+                    for (i, a) in acc.iter_mut().enumerate().take(nt) {
+                        // SAFETY: token t0 + i < n, so its row of `x` has c values.
+                        let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add((t0 + i) * c + j)) };
+                        *a = _mm256_fmadd_ps(wv, xv, *a);
+                    }
+                }
+                for (i, tl) in tail.iter_mut().enumerate().take(nt) {
+                    for j in main..c {
+                        *tl += v[w.voff(r, j)] * x[(t0 + i) * c + j];
+                    }
+                }
+            }
+            (WeightData::Bf16(v), Input::F32 { x, .. }) => {
+                for j in (0..main).step_by(8) {
+                    // SAFETY: values j..j + 8 of row r are contiguous in storage at `voff(r, j)`.
+                    let h =
+                        unsafe { _mm_loadu_si128(v.as_ptr().add(w.voff(r, j)) as *const __m128i) };
+                    let wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+                    for (i, a) in acc.iter_mut().enumerate().take(nt) {
+                        // SAFETY: token row inside `x`.
+                        let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add((t0 + i) * c + j)) };
+                        *a = _mm256_fmadd_ps(wv, xv, *a);
+                    }
+                }
+                for (i, tl) in tail.iter_mut().enumerate().take(nt) {
+                    for j in main..c {
+                        *tl += bf16_bits_to_f32(v[w.voff(r, j)]) * x[(t0 + i) * c + j];
+                    }
+                }
+            }
+            (WeightData::Q8 { qs, d }, Input::Quant(a)) => {
+                let nb = c / QK;
+                let ones = _mm256_set1_epi16(1);
+                for b in 0..nb {
+                    // SAFETY: the 32 values of block b of row r are contiguous at `voff(r, 32b)`.
+                    let wv = unsafe {
+                        _mm256_loadu_si256(qs.as_ptr().add(w.voff(r, b * QK)) as *const __m256i)
+                    };
+                    let aw = _mm256_abs_epi8(wv);
+                    let dw = d[w.doff(r, b)];
+                    for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
+                        let blk = (t0 + i) * nb + b;
+                        // SAFETY: block `blk` of the quantised input is inside `a.qs`.
+                        let xv = unsafe {
+                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
+                        };
+                        let sx = _mm256_sign_epi8(xv, wv);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                        let f = _mm256_cvtepi32_ps(p);
+                        *acc_i = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d[blk]), f, *acc_i);
+                    }
+                }
+            }
+            (WeightData::Q4 { qs, d }, Input::Quant(a)) => {
+                let nb = c / QK;
+                let ones = _mm256_set1_epi16(1);
+                let low = _mm_set1_epi8(15);
+                let low32 = _mm256_set1_epi8(15);
+                let full = c / CHUNK;
+                for b in 0..nb {
+                    let at = w.vstart(r) + (b / 2) * w.vstep();
+                    let u = if b / 2 < full {
+                        // SAFETY: the 32 bytes of chunk b/2 of row r start at `at` inside `qs`; block b is their
+                        // low (even b) or high (odd b) nibbles.
+                        let v =
+                            unsafe { _mm256_loadu_si256(qs.as_ptr().add(at) as *const __m256i) };
+                        if b % 2 == 0 {
+                            _mm256_and_si256(v, low32)
+                        } else {
+                            _mm256_and_si256(_mm256_srli_epi16(v, 4), low32)
+                        }
+                    } else {
+                        // SAFETY: the trailing half chunk (16 bytes: values k and k + 16) starts at `at`.
+                        let v = unsafe { _mm_loadu_si128(qs.as_ptr().add(at) as *const __m128i) };
+                        let lo = _mm_and_si128(v, low);
+                        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
+                        _mm256_set_m128i(hi, lo)
+                    };
+                    let dw = d[w.doff(r, b)];
+                    for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
+                        let blk = (t0 + i) * nb + b;
+                        // SAFETY: block `blk` of the quantised input is inside `a.qs`.
+                        let xv = unsafe {
+                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
+                        };
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), ones);
+                        // Codes are offset by 8: subtract 8·sum(x) spread over the 8 lanes (sum per lane).
+                        let f =
+                            _mm256_sub_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.sum[blk] as f32));
+                        *acc_i = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d[blk]), f, *acc_i);
+                    }
+                }
+            }
+            _ => panic!("weight format and input kind do not match"),
+        }
+        for i in 0..nt {
+            // SAFETY: AVX2 is enabled for this function.
+            out[i] = unsafe { hsum(acc[i]) } + tail[i];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Bytes ahead of the current position that weights are prefetched (packed layout: one sequential stream).
+    const PREFETCH_BYTES: usize = 2048;
+
+    #[inline(always)]
+    fn prefetch(p: *const u8) {
+        // SAFETY: prefetch is a hint; it never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+    }
+
+    /// One tile of `MR` consecutive weight rows `r0..r0 + MR` against tokens `t0..t0 + nt`:
+    /// `out[m][i] = dot(W[r0 + m], x[t0 + i])`. Needs `cols` to be a multiple of 64 when `MR > 1`... any `cols`
+    /// works: a partial last chunk is done in scalar code.
+    ///
+    /// # Safety
+    /// Needs AVX-512 F/BW/VNNI; rows and tokens within the matrix and input.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub unsafe fn tile_rows<const MR: usize>(
+        w: &Weights,
+        r0: usize,
+        inp: Input<'_>,
+        t0: usize,
+        nt: usize,
+        out: &mut [[f32; NT]; MR],
+    ) {
+        // Monomorphise on the token count so the accumulators stay in registers (fully unrolled loops).
+        match nt {
+            // SAFETY: same contract as this function.
+            1 => unsafe { tile_rows_n::<MR, 1>(w, r0, inp, t0, out) },
+            // SAFETY: same contract as this function.
+            2 => unsafe { tile_rows_n::<MR, 2>(w, r0, inp, t0, out) },
+            // SAFETY: same contract as this function.
+            3 => unsafe { tile_rows_n::<MR, 3>(w, r0, inp, t0, out) },
+            // SAFETY: same contract as this function.
+            _ => unsafe { tile_rows_n::<MR, NT>(w, r0, inp, t0, out) },
+        }
+    }
+
+    /// [`tile_rows`] for exactly `N` tokens.
+    ///
+    /// # Safety
+    /// As [`tile_rows`].
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by row and token
+    unsafe fn tile_rows_n<const MR: usize, const N: usize>(
+        w: &Weights,
+        r0: usize,
+        inp: Input<'_>,
+        t0: usize,
+        out: &mut [[f32; NT]; MR],
+    ) {
+        let c = w.cols;
+        let nch = c / CHUNK;
+        let (vstep, dstep) = (w.vstep(), w.dstep());
+        let vs: [usize; MR] = std::array::from_fn(|m| w.vstart(r0 + m));
+        let ds: [usize; MR] = std::array::from_fn(|m| w.dstart(r0 + m));
+        let mut acc = [[_mm512_setzero_ps(); N]; MR];
+        let mut tail = [[0f32; N]; MR];
+        match (&w.data, inp) {
+            (WeightData::F32(v), Input::F32 { x, .. }) => {
+                for p in 0..nch {
+                    for q in 0..4 {
+                        let mut wv = [_mm512_setzero_ps(); MR];
+                        for m in 0..MR {
+                            let at = vs[m] + p * vstep + q * 16;
+                            // SAFETY: values 16q..16q + 16 of chunk p of row r0 + m are inside `v`.
+                            wv[m] = unsafe { _mm512_loadu_ps(v.as_ptr().add(at)) };
+                            if q == 0 {
+                                prefetch(
+                                    v.as_ptr().wrapping_add(at + PREFETCH_BYTES / 4) as *const u8
+                                );
+                            }
+                        }
+                        for i in 0..N {
+                            // SAFETY: token row t0 + i of `x` has c values.
+                            let xv = unsafe {
+                                _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + p * CHUNK + q * 16))
+                            };
+                            for m in 0..MR {
+                                acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                            }
+                        }
+                    }
+                }
+                for m in 0..MR {
+                    for i in 0..N {
+                        for j in nch * CHUNK..c {
+                            tail[m][i] += v[w.voff(r0 + m, j)] * x[(t0 + i) * c + j];
+                        }
+                    }
+                }
+            }
+            (WeightData::Bf16(v), Input::F32 { x, .. }) => {
+                for p in 0..nch {
+                    for q in 0..4 {
+                        let mut wv = [_mm512_setzero_ps(); MR];
+                        for m in 0..MR {
+                            let at = vs[m] + p * vstep + q * 16;
+                            // SAFETY: values 16q..16q + 16 of chunk p of row r0 + m are inside `v`.
+                            let h =
+                                unsafe { _mm256_loadu_si256(v.as_ptr().add(at) as *const __m256i) };
+                            if q == 0 {
+                                prefetch(
+                                    v.as_ptr().wrapping_add(at + PREFETCH_BYTES / 2) as *const u8
+                                );
+                            }
+                            wv[m] = _mm512_castsi512_ps(_mm512_slli_epi32(
+                                _mm512_cvtepu16_epi32(h),
+                                16,
+                            ));
+                        }
+                        for i in 0..N {
+                            // SAFETY: token row t0 + i of `x` has c values.
+                            let xv = unsafe {
+                                _mm512_loadu_ps(x.as_ptr().add((t0 + i) * c + p * CHUNK + q * 16))
+                            };
+                            for m in 0..MR {
+                                acc[m][i] = _mm512_fmadd_ps(wv[m], xv, acc[m][i]);
+                            }
+                        }
+                    }
+                }
+                for m in 0..MR {
+                    for i in 0..N {
+                        for j in nch * CHUNK..c {
+                            tail[m][i] +=
+                                bf16_bits_to_f32(v[w.voff(r0 + m, j)]) * x[(t0 + i) * c + j];
+                        }
+                    }
+                }
+            }
+            (WeightData::Q8 { qs, d }, Input::Quant(a)) => {
+                let nb = c / QK;
+                let flip = _mm512_set1_epi8(-128);
+                let off = _mm512_set1_ps(128.0);
+                let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+                for p in 0..nch {
+                    let mut u = [_mm512_setzero_si512(); MR];
+                    let mut dwl = [_mm512_setzero_ps(); MR];
+                    for m in 0..MR {
+                        let at = vs[m] + p * vstep;
+                        // SAFETY: chunk p of row r0 + m (64 bytes) and its 2 scales are inside `qs` and `d`.
+                        let (wv, d2) = unsafe {
+                            (
+                                _mm512_loadu_si512(qs.as_ptr().add(at) as *const __m512i),
+                                _mm_castpd_ps(_mm_load_sd(
+                                    d.as_ptr().add(ds[m] + p * dstep) as *const f64
+                                )),
+                            )
+                        };
+                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES) as *const u8);
+                        // Signed codes + 128 = unsigned codes (xor of the sign bit), corrected by 128·sum(x).
+                        u[m] = _mm512_xor_si512(wv, flip);
+                        dwl[m] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
+                    }
+                    // SAFETY: features enabled for this function; indices checked above.
+                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, 2 * p, t0, off, &mut acc) };
+                }
+                if nb % 2 == 1 {
+                    let b = nb - 1;
+                    for m in 0..MR {
+                        let r = r0 + m;
+                        for i in 0..N {
+                            let blk = (t0 + i) * nb + b;
+                            let xq = &a.qs[blk * QK..(blk + 1) * QK];
+                            let dot: i32 = (0..QK)
+                                .map(|e| qs[w.voff(r, b * QK + e)] as i32 * xq[e] as i32)
+                                .sum();
+                            tail[m][i] += d[w.doff(r, b)] * a.d[blk] * dot as f32;
+                        }
+                    }
+                }
+            }
+            (WeightData::Q4 { qs, d }, Input::Quant(a)) => {
+                let nb = c / QK;
+                let low = _mm512_set1_epi8(15);
+                let off = _mm512_set1_ps(8.0);
+                let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+                for p in 0..nch {
+                    let mut u = [_mm512_setzero_si512(); MR];
+                    let mut dwl = [_mm512_setzero_ps(); MR];
+                    for m in 0..MR {
+                        let at = vs[m] + p * vstep;
+                        // SAFETY: chunk p of row r0 + m (32 bytes) and its 2 scales are inside `qs` and `d`.
+                        let (v, d2) = unsafe {
+                            (
+                                _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                                    qs.as_ptr().add(at) as *const __m256i
+                                )),
+                                _mm_castpd_ps(_mm_load_sd(
+                                    d.as_ptr().add(ds[m] + p * dstep) as *const f64
+                                )),
+                            )
+                        };
+                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES));
+                        // Both halves hold the 32 bytes; the low half keeps the low nibbles (first block), the
+                        // high half is shifted to its high nibbles (second block).
+                        u[m] = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF_0000, v, 4), low);
+                        dwl[m] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
+                    }
+                    // SAFETY: features enabled for this function; indices checked above.
+                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, 2 * p, t0, off, &mut acc) };
+                }
+                if nb % 2 == 1 {
+                    let b = nb - 1;
+                    for m in 0..MR {
+                        let r = r0 + m;
+                        for i in 0..N {
+                            let blk = (t0 + i) * nb + b;
+                            let xq = &a.qs[blk * QK..(blk + 1) * QK];
+                            let dot: i32 = (0..QK)
+                                .map(|e| Weights::q4_at(qs, w, r, b * QK + e) * xq[e] as i32)
+                                .sum();
+                            tail[m][i] += d[w.doff(r, b)] * a.d[blk] * dot as f32;
+                        }
+                    }
+                }
+            }
+            _ => panic!("weight format and input kind do not match"),
+        }
+        for m in 0..MR {
+            for i in 0..N {
+                out[m][i] = _mm512_reduce_add_ps(acc[m][i]) + tail[m][i];
+            }
+        }
+    }
+
+    /// Integer block-pair kernel shared by q8 and q4: `u[m]` holds 64 unsigned weight codes (2 blocks) of row `m`
+    /// whose true value is `code - off`; accumulates `dw · dx · Σ (code - off)·x` into `acc[m][i]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    unsafe fn pairs<const MR: usize, const N: usize>(
+        u: &[__m512i; MR],
+        dwl: &[__m512; MR],
+        a: &QuantActs,
+        nb: usize,
+        b: usize,
+        t0: usize,
+        off: __m512,
+        acc: &mut [[__m512; N]; MR],
+    ) {
+        for i in 0..N {
+            let blk = (t0 + i) * nb + b;
+            // SAFETY: blocks blk and blk + 1 (64 values, 16 lane scales) lie inside the quantised input buffers.
+            let (xv, dl, dsl) = unsafe {
+                (
+                    _mm512_loadu_si512(a.qs.as_ptr().add(blk * QK) as *const __m512i),
+                    _mm512_loadu_ps(a.d_lanes.as_ptr().add(blk * 8)),
+                    _mm512_loadu_ps(a.ds_lanes.as_ptr().add(blk * 8)),
+                )
+            };
+            let corr = _mm512_mul_ps(dsl, off);
+            for m in 0..MR {
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[m], xv);
+                let t = _mm512_fmsub_ps(dl, _mm512_cvtepi32_ps(dot), corr);
+                acc[m][i] = _mm512_fmadd_ps(dwl[m], t, acc[m][i]);
+            }
+        }
+    }
+
+    /// # Safety
+    /// Needs AVX-512 F/BW/VNNI; `r`, `t0 + nt` within the matrix and input.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    pub unsafe fn tile(
+        w: &Weights,
+        r: usize,
+        inp: Input<'_>,
+        t0: usize,
+        nt: usize,
+        out: &mut [f32; NT],
+    ) {
+        let mut o = [[0f32; NT]; 1];
+        // SAFETY: same contract as this function.
+        unsafe { tile_rows::<1>(w, r, inp, t0, nt, &mut o) };
+        *out = o[0];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::quant::DType;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(dtype: DType, rows: usize, cols: usize, n: usize, seed: u64) {
+        let mut s = seed;
+        let mut next = || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        let wv: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+        let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
+        let w = Weights::from_f32(rows, cols, &wv, dtype).unwrap();
+        let mut scratch = QuantActs::default();
+        let pool = ThreadPool::new(2);
+        let mut reference = vec![0f32; n * rows];
+        matmul_path(Path::Scalar, &w, &x, n, &mut reference, &mut scratch, &pool);
+        for path in Path::available() {
+            let mut y = vec![0f32; n * rows];
+            matmul_path(path, &w, &x, n, &mut y, &mut scratch, &pool);
+            for (i, (a, b)) in y.iter().zip(&reference).enumerate() {
+                let tol = 1e-4 * (cols as f32).sqrt() * 2.0;
+                assert!((a - b).abs() <= tol, "{dtype:?} {path:?} [{i}] {a} vs {b}");
+            }
+        }
+        // The quantised product approximates the exact one.
+        let mut exact = vec![0f32; n * rows];
+        let wf = Weights::from_f32(rows, cols, &wv, DType::F32).unwrap();
+        matmul_path(Path::Scalar, &wf, &x, n, &mut exact, &mut scratch, &pool);
+        let tol = match dtype {
+            DType::F32 => 1e-5,
+            DType::Bf16 => 0.01,
+            DType::Q8 => 0.03,
+            DType::Q4 => 0.25,
+        } * (cols as f32).sqrt();
+        for (a, b) in reference.iter().zip(&exact) {
+            assert!((a - b).abs() <= tol, "{dtype:?} approximation {a} vs {b}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn every_path_matches_the_scalar_reference(
+            rows in 1usize..40, blocks in 1usize..9, n in 1usize..7, seed in any::<u64>(), odd in 0usize..5
+        ) {
+            for dtype in [DType::Q8, DType::Q4] {
+                check(dtype, rows, blocks * QK, n, seed);
+            }
+            for dtype in [DType::F32, DType::Bf16] {
+                check(dtype, rows, blocks * QK + odd, n, seed);
+            }
+        }
+    }
+}

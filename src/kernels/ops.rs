@@ -1,0 +1,521 @@
+//! Vector kernels of a transformer / short-convolution block: RMSNorm, RoPE (rotate-half and interleaved pairs),
+//! softmax, SiLU / GELU, depthwise causal conv1d with state, attention over a KV cache with grouped-query heads,
+//! embedding lookup.
+//!
+//! The inner loops that matter for speed (dot products and `y += a·x` of attention, the RMSNorm reduction) have an
+//! AVX2+FMA path chosen at run time next to the scalar reference; the rest is scalar (they touch each value once).
+
+use super::isa::Isa;
+use super::quant::Weights;
+
+/// `out = w ⊙ x / sqrt(mean(x²) + eps)` (the RMSNorm of LFM2 / Llama: weight multiplies the normalised value).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let ss = sum_squares(x);
+    let inv = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = g * (v * inv);
+    }
+}
+
+/// In-place RMSNorm.
+pub fn rms_norm_inplace(x: &mut [f32], w: &[f32], eps: f32) {
+    let ss = sum_squares(x);
+    let inv = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = g * (*v * inv);
+    }
+}
+
+/// Σ x², on the fastest path available.
+pub fn sum_squares(x: &[f32]) -> f32 {
+    dot(x, x)
+}
+
+/// Σ a·b on the fastest path available.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::get().avx2_fma {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { simd::dot(a, b) };
+    }
+    dot_scalar(a, b)
+}
+
+/// Scalar reference of [`dot`].
+pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y += alpha · x` on the fastest path available.
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::get().avx2_fma {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { simd::axpy(y, alpha, x) };
+    }
+    axpy_scalar(y, alpha, x)
+}
+
+/// Scalar reference of [`axpy`].
+pub fn axpy_scalar(y: &mut [f32], alpha: f32, x: &[f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += alpha * v;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// Needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let main = n / 16 * 16;
+        let mut s0 = _mm256_setzero_ps();
+        let mut s1 = _mm256_setzero_ps();
+        for j in (0..main).step_by(16) {
+            // SAFETY: j + 16 <= n, within both slices.
+            unsafe {
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(j)),
+                    _mm256_loadu_ps(b.as_ptr().add(j)),
+                    s0,
+                );
+                s1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(j + 8)),
+                    _mm256_loadu_ps(b.as_ptr().add(j + 8)),
+                    s1,
+                );
+            }
+        }
+        let s = _mm256_add_ps(s0, s1);
+        let lo = _mm256_castps256_ps128(s);
+        let hi = _mm256_extractf128_ps(s, 1);
+        let q = _mm_add_ps(lo, hi);
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+        let mut total = _mm_cvtss_f32(q);
+        for j in main..n {
+            total += a[j] * b[j];
+        }
+        total
+    }
+
+    /// # Safety
+    /// Needs AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+        let n = y.len().min(x.len());
+        let main = n / 8 * 8;
+        let a = _mm256_set1_ps(alpha);
+        for j in (0..main).step_by(8) {
+            // SAFETY: j + 8 <= n, within both slices.
+            unsafe {
+                let p = y.as_mut_ptr().add(j);
+                _mm256_storeu_ps(
+                    p,
+                    _mm256_fmadd_ps(a, _mm256_loadu_ps(x.as_ptr().add(j)), _mm256_loadu_ps(p)),
+                );
+            }
+        }
+        for j in main..n {
+            y[j] += alpha * x[j];
+        }
+    }
+}
+
+/// The RoPE inverse frequencies `θ^(-2i/d)` for `i < d/2`.
+pub fn rope_inv_freq(head_dim: usize, theta: f64) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
+        .collect()
+}
+
+/// cos / sin of `pos · inv_freq` (f32 products, as the reference computes them).
+pub fn rope_cos_sin(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32]) {
+    for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
+        let a = pos as f32 * f;
+        *c = a.cos();
+        *s = a.sin();
+    }
+}
+
+/// RoPE, rotate-half convention: element `i` pairs with `i + d/2` (Llama / LFM2 backbone).
+pub fn rope_rotate_half(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    let (a, b) = x.split_at_mut(half);
+    for i in 0..half {
+        let (x1, x2) = (a[i], b[i]);
+        a[i] = x1 * cos[i] - x2 * sin[i];
+        b[i] = x2 * cos[i] + x1 * sin[i];
+    }
+}
+
+/// RoPE, interleaved-pairs convention: element `2i` pairs with `2i + 1` (GPT-J style).
+pub fn rope_interleaved(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for (i, p) in x.chunks_exact_mut(2).enumerate() {
+        let (x1, x2) = (p[0], p[1]);
+        p[0] = x1 * cos[i] - x2 * sin[i];
+        p[1] = x2 * cos[i] + x1 * sin[i];
+    }
+}
+
+/// In-place numerically stable softmax.
+pub fn softmax(x: &mut [f32]) {
+    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut s = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - m).exp();
+        s += *v;
+    }
+    let inv = 1.0 / s;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// `a = silu(a) ⊙ b` (the SwiGLU gate).
+pub fn silu_mul(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x = silu(*x) * y;
+    }
+}
+
+/// GELU with the tanh approximation.
+pub fn gelu_tanh(x: f32) -> f32 {
+    0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// Exact GELU `x·Φ(x)` (erf evaluated to ~1e-7).
+pub fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x as f64 / std::f64::consts::SQRT_2) as f32)
+}
+
+/// erf via its continued-fraction-free Taylor / asymptotic forms, accurate to ~1e-12 in f64.
+fn erf(x: f64) -> f64 {
+    let ax = x.abs();
+    let r = if ax < 2.5 {
+        // Maclaurin series.
+        let mut term = ax;
+        let mut sum = ax;
+        let x2 = ax * ax;
+        let mut n = 0.0;
+        loop {
+            n += 1.0;
+            term *= -x2 / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 {
+                break;
+            }
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc continued fraction (Lentz), converges quickly for x ≥ 2.5.
+        let mut f = 0.0;
+        for k in (1..60).rev() {
+            f = (k as f64 / 2.0) / (ax + f);
+        }
+        1.0 - (-ax * ax).exp() / (std::f64::consts::PI.sqrt() * (ax + f))
+    };
+    r.copysign(x)
+}
+
+/// Depthwise causal conv1d over time with kernel length `k`, carrying the last `k - 1` inputs as state.
+///
+/// `x` is `n × ch` (time-major), `w` is `ch × k` (PyTorch's `Conv1d(groups=ch)` weight without the middle axis),
+/// `state` is `ch × (k - 1)` (oldest first, zeros at stream start). `out[t][c] = bias[c] + Σ_j w[c][j] ·
+/// x̃[t - (k - 1) + j][c]` where `x̃` is the state followed by `x`. The state is updated to the last `k - 1` inputs.
+#[allow(clippy::too_many_arguments)]
+pub fn causal_conv1d(
+    x: &[f32],
+    n: usize,
+    ch: usize,
+    w: &[f32],
+    k: usize,
+    bias: Option<&[f32]>,
+    state: &mut [f32],
+    out: &mut [f32],
+) {
+    let m = k - 1;
+    for c in 0..ch {
+        let wc = &w[c * k..(c + 1) * k];
+        let st = &mut state[c * m..(c + 1) * m];
+        let b = bias.map_or(0.0, |b| b[c]);
+        for t in 0..n {
+            let mut acc = b;
+            for (j, &wj) in wc.iter().enumerate() {
+                // Input index t - m + j: from the state when negative.
+                let idx = t + j;
+                let v = if idx < m {
+                    st[idx]
+                } else {
+                    x[(idx - m) * ch + c]
+                };
+                acc += wj * v;
+            }
+            out[t * ch + c] = acc;
+        }
+        // New state: the last m values of (state ++ x).
+        if n >= m {
+            for j in 0..m {
+                st[j] = x[(n - m + j) * ch + c];
+            }
+        } else {
+            st.copy_within(n.., 0);
+            for t in 0..n {
+                st[m - n + t] = x[t * ch + c];
+            }
+        }
+    }
+}
+
+/// Attention of one query position over `len` cached positions with grouped-query heads.
+///
+/// `q`: `n_heads × hd`; `k_cache`, `v_cache`: `len × n_kv × hd` (position-major); `scores`: scratch of at least
+/// `len`; `out`: `n_heads × hd`. Query head `h` uses key/value head `h / (n_heads / n_kv)`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    len: usize,
+    n_heads: usize,
+    n_kv: usize,
+    hd: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let group = n_heads / n_kv;
+    for h in 0..n_heads {
+        attend_head(
+            q,
+            k_cache,
+            v_cache,
+            len,
+            h,
+            group,
+            n_kv,
+            hd,
+            scale,
+            scores,
+            &mut out[h * hd..(h + 1) * hd],
+        );
+    }
+}
+
+/// One head of [`attend`] (so heads can be spread over threads).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    len: usize,
+    h: usize,
+    group: usize,
+    n_kv: usize,
+    hd: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let kvh = h / group;
+    let qh = &q[h * hd..(h + 1) * hd];
+    let sc = &mut scores[..len];
+    for (p, s) in sc.iter_mut().enumerate() {
+        let kp = &k_cache[(p * n_kv + kvh) * hd..(p * n_kv + kvh + 1) * hd];
+        *s = dot(qh, kp) * scale;
+    }
+    softmax(sc);
+    out.fill(0.0);
+    for (p, &s) in sc.iter().enumerate() {
+        let vp = &v_cache[(p * n_kv + kvh) * hd..(p * n_kv + kvh + 1) * hd];
+        axpy(out, s, vp);
+    }
+}
+
+/// Scalar reference of [`attend`] written from the definition (explicit GQA head mapping, f64-free, no helpers).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_reference(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    len: usize,
+    n_heads: usize,
+    n_kv: usize,
+    hd: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let mut out = vec![0f32; n_heads * hd];
+    for h in 0..n_heads {
+        let kvh = h * n_kv / n_heads;
+        let mut s: Vec<f32> = (0..len)
+            .map(|p| {
+                (0..hd)
+                    .map(|i| q[h * hd + i] * k_cache[(p * n_kv + kvh) * hd + i])
+                    .sum::<f32>()
+                    * scale
+            })
+            .collect();
+        softmax(&mut s);
+        for i in 0..hd {
+            out[h * hd + i] = (0..len)
+                .map(|p| s[p] * v_cache[(p * n_kv + kvh) * hd + i])
+                .sum();
+        }
+    }
+    out
+}
+
+/// Embedding lookup: row `id` of the table for each id, into `out` (`ids.len() × cols`).
+pub fn embed(table: &Weights, ids: &[u32], out: &mut [f32]) {
+    let c = table.cols;
+    for (t, &id) in ids.iter().enumerate() {
+        table.row_to_f32(id as usize, &mut out[t * c..(t + 1) * c]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn close(a: f32, b: f32, tol: f32) -> bool {
+        (a - b).abs() <= tol * (1.0 + a.abs().max(b.abs()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn dot_and_axpy_match_reference(v in prop::collection::vec(-4f32..4.0, 0..100), alpha in -2f32..2.0) {
+            let w: Vec<f32> = v.iter().rev().cloned().collect();
+            let d = dot(&v, &w);
+            prop_assert!(close(d, dot_scalar(&v, &w), 1e-5 * (v.len() as f32 + 1.0)));
+            #[cfg(target_arch = "x86_64")]
+            if Isa::detect().avx2_fma {
+                // SAFETY: AVX2 and FMA were detected.
+                let s = unsafe { simd::dot(&v, &w) };
+                prop_assert!(close(s, dot_scalar(&v, &w), 1e-5 * (v.len() as f32 + 1.0)));
+                let mut y1 = w.clone();
+                let mut y2 = w.clone();
+                // SAFETY: AVX2 and FMA were detected.
+                unsafe { simd::axpy(&mut y1, alpha, &v) };
+                axpy_scalar(&mut y2, alpha, &v);
+                for (a, b) in y1.iter().zip(&y2) {
+                    prop_assert!(close(*a, *b, 1e-6));
+                }
+            }
+        }
+
+        #[test]
+        fn rms_norm_matches_definition(v in prop::collection::vec(-4f32..4.0, 1..64)) {
+            let w: Vec<f32> = (0..v.len()).map(|i| 0.5 + i as f32 * 0.01).collect();
+            let mut out = vec![0f32; v.len()];
+            rms_norm(&v, &w, 1e-5, &mut out);
+            let ms: f64 = v.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / v.len() as f64;
+            for i in 0..v.len() {
+                let e = w[i] as f64 * v[i] as f64 / (ms + 1e-5).sqrt();
+                prop_assert!(close(out[i], e as f32, 1e-5));
+            }
+            let mut inplace = v.clone();
+            rms_norm_inplace(&mut inplace, &w, 1e-5);
+            prop_assert_eq!(inplace, out);
+        }
+
+        #[test]
+        fn attention_matches_reference(len in 1usize..20, kv in 1usize..3, group in 1usize..4, seed in any::<u32>()) {
+            let hd = 8;
+            let nh = kv * group;
+            let f = |i: usize| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed)) % 1000) as f32 / 500.0 - 1.0;
+            let q: Vec<f32> = (0..nh * hd).map(f).collect();
+            let k: Vec<f32> = (0..len * kv * hd).map(|i| f(i + 7777)).collect();
+            let v: Vec<f32> = (0..len * kv * hd).map(|i| f(i + 99991)).collect();
+            let mut scores = vec![0f32; len];
+            let mut out = vec![0f32; nh * hd];
+            attend(&q, &k, &v, len, nh, kv, hd, 0.3, &mut scores, &mut out);
+            let r = attend_reference(&q, &k, &v, len, nh, kv, hd, 0.3);
+            for (a, b) in out.iter().zip(&r) {
+                prop_assert!(close(*a, *b, 1e-5));
+            }
+        }
+
+        /// Streaming equals batch: the conv over a sequence fed in random chunks equals one call on all of it.
+        #[test]
+        fn causal_conv_chunked_equals_whole(n in 1usize..30, k in 2usize..5, cuts in prop::collection::vec(1usize..6, 1..10)) {
+            let ch = 3;
+            let x: Vec<f32> = (0..n * ch).map(|i| ((i * 7919) % 23) as f32 - 11.0).collect();
+            let w: Vec<f32> = (0..ch * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let bias = [0.1f32, -0.2, 0.3];
+            let mut st = vec![0f32; ch * (k - 1)];
+            let mut whole = vec![0f32; n * ch];
+            causal_conv1d(&x, n, ch, &w, k, Some(&bias), &mut st, &mut whole);
+            // Definition with zero history.
+            for t in 0..n {
+                for c in 0..ch {
+                    let mut e = bias[c];
+                    for j in 0..k {
+                        let ti = t as isize - (k as isize - 1) + j as isize;
+                        if ti >= 0 {
+                            e += w[c * k + j] * x[ti as usize * ch + c];
+                        }
+                    }
+                    prop_assert!(close(whole[t * ch + c], e, 1e-5));
+                }
+            }
+            let mut st2 = vec![0f32; ch * (k - 1)];
+            let mut chunked = vec![0f32; n * ch];
+            let mut t = 0;
+            let mut ci = 0;
+            while t < n {
+                let len = cuts[ci % cuts.len()].min(n - t);
+                ci += 1;
+                causal_conv1d(&x[t * ch..(t + len) * ch], len, ch, &w, k, Some(&bias), &mut st2, &mut chunked[t * ch..(t + len) * ch]);
+                t += len;
+            }
+            prop_assert_eq!(&chunked, &whole);
+            prop_assert_eq!(st2, st);
+        }
+    }
+
+    #[test]
+    fn rope_conventions_rotate_the_right_pairs() {
+        let inv = rope_inv_freq(4, 10000.0);
+        let (mut c, mut s) = (vec![0f32; 2], vec![0f32; 2]);
+        rope_cos_sin(3, &inv, &mut c, &mut s);
+        let x = [1.0f32, 2.0, 3.0, 4.0];
+        let mut a = x;
+        rope_rotate_half(&mut a, &c, &s);
+        // Pair (0, 2) rotated by angle 3·inv[0], pair (1, 3) by 3·inv[1].
+        assert!(close(a[0], 1.0 * c[0] - 3.0 * s[0], 1e-6));
+        assert!(close(a[2], 3.0 * c[0] + 1.0 * s[0], 1e-6));
+        assert!(close(a[1], 2.0 * c[1] - 4.0 * s[1], 1e-6));
+        let mut b = x;
+        rope_interleaved(&mut b, &c, &s);
+        assert!(close(b[0], 1.0 * c[0] - 2.0 * s[0], 1e-6));
+        assert!(close(b[1], 2.0 * c[0] + 1.0 * s[0], 1e-6));
+        assert!(close(b[3], 4.0 * c[1] + 3.0 * s[1], 1e-6));
+        // Rotations keep the norm.
+        let n0: f32 = x.iter().map(|v| v * v).sum();
+        assert!(close(a.iter().map(|v| v * v).sum(), n0, 1e-5));
+        assert!(close(b.iter().map(|v| v * v).sum(), n0, 1e-5));
+    }
+
+    #[test]
+    fn activations_and_softmax() {
+        assert!(close(silu(1.0), 0.731_058_6, 1e-6));
+        assert!(close(gelu_erf(1.0), 0.841_344_7, 1e-6));
+        assert!(close(gelu_erf(-3.0), -0.004_049_63, 1e-4));
+        assert!(close(gelu_tanh(1.0), 0.841_192, 1e-5));
+        let mut v = [1.0f32, 2.0, 3.0];
+        softmax(&mut v);
+        assert!(close(v.iter().sum(), 1.0, 1e-6));
+        assert!(close(v[2] / v[1], std::f32::consts::E, 1e-5));
+    }
+}
