@@ -51,7 +51,7 @@ struct TimeBuf {
 
 impl TimeBuf {
     fn new(channels: usize, len: usize, hop: usize) -> Self {
-        let cap = 3 * len + hop;
+        let cap = 5 * len + hop;
         TimeBuf {
             channels,
             len,
@@ -333,14 +333,14 @@ impl Engine {
                 },
             ) => {
                 let x = time(0);
-                let c = y.channels;
-                for j in j0..j1 {
-                    let row = &mut y.rows_mut(j, j + 1)[..c];
-                    match j.checked_sub(*left).filter(|&s| s < x.len) {
-                        Some(s) => row.copy_from_slice(x.rows(s, s + 1)),
-                        None => row.fill(*value),
-                    }
+                // Frames j0..j1 map to input frames j − left; the part inside the input is one block copy.
+                let a = j0.max(*left).min(j1);
+                let b = (x.len + left).clamp(a, j1);
+                y.rows_mut(j0, a).fill(*value);
+                if b > a {
+                    y.rows_mut(a, b).copy_from_slice(x.rows(a - left, b - left));
                 }
+                y.rows_mut(b, j1).fill(*value);
             }
             (Buf::Time(y), Op::Crop { left, .. }) => {
                 let x = time(0);
@@ -533,6 +533,16 @@ fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// An elementwise function applied in place, through a small buffer so the slice kernels can run.
+fn unary_in_place(u: Unary, y: &mut [f32]) {
+    let mut buf = [0.0f32; 256];
+    for chunk in y.chunks_mut(256) {
+        let b = &mut buf[..chunk.len()];
+        b.copy_from_slice(chunk);
+        unary_slice(u, b, chunk);
+    }
+}
+
 fn softmax(x: &[f32], y: &mut [f32]) {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut s = 0.0f64;
@@ -581,6 +591,9 @@ fn conv_range(
                 (k.depthwise)(&sh, xs, &conv.weight, &conv.bias, out, b - a);
             } else {
                 (k.dense)(&sh, xs, &conv.weight, &conv.bias, out, b - a);
+            }
+            if let Some(u) = conv.act {
+                unary_in_place(u, out);
             }
         }
     };
