@@ -204,7 +204,12 @@ fn time_interleaved(seconds: f64, fns: &mut [&mut dyn FnMut()]) -> Vec<f64> {
 }
 
 /// A closure pushing one hop of new frames per call into an engine in `mode`, cycling through `signal`.
-fn hop_runner<'a>(g: &Arc<super::Graph>, plan: &Plan, mode: Mode, signal: &'a [f32]) -> impl FnMut() + 'a {
+fn hop_runner<'a>(
+    g: &Arc<super::Graph>,
+    plan: &Plan,
+    mode: Mode,
+    signal: &'a [f32],
+) -> impl FnMut() + 'a {
     let c = g.in_channels;
     let (w, h) = (plan.window, plan.hop);
     let mut e = Engine::new(g.clone(), plan.clone(), mode);
@@ -335,7 +340,10 @@ pub fn bench_rows(
             }
         };
         let t = if with_ort {
-            time_interleaved(seconds, &mut [&mut stream, &mut approx, &mut full, &mut ort_run])
+            time_interleaved(
+                seconds,
+                &mut [&mut stream, &mut approx, &mut full, &mut ort_run],
+            )
         } else {
             time_interleaved(seconds, &mut [&mut stream, &mut approx, &mut full])
         };

@@ -547,7 +547,7 @@ fn softmax(x: &[f32], y: &mut [f32]) {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut s = 0.0f64;
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = (v - m).exp();
+        *o = crate::kernels::cnn_act::exp(v - m);
         s += *o as f64;
     }
     let inv = (1.0 / s) as f32;

@@ -1755,7 +1755,7 @@ fn resolve_shape(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = n / known;
@@ -1822,7 +1822,9 @@ fn redirect(g: &mut Graph, from: NodeId, to: NodeId) {
 /// Fuse an elementwise activation into the convolution before it when nothing else reads the convolution.
 fn fold_activation(g: &mut Graph) {
     for i in 0..g.nodes.len() {
-        let Op::Unary(u) = g.nodes[i].op else { continue };
+        let Op::Unary(u) = g.nodes[i].op else {
+            continue;
+        };
         if u == Unary::Identity || g.uses(i) == 0 {
             continue;
         }
@@ -1830,7 +1832,9 @@ fn fold_activation(g: &mut Graph) {
         if g.uses(src) != 1 {
             continue;
         }
-        let Op::Conv(conv) = &mut g.nodes[src].op else { continue };
+        let Op::Conv(conv) = &mut g.nodes[src].op else {
+            continue;
+        };
         if conv.act.is_some() {
             continue;
         }
@@ -1844,9 +1848,13 @@ fn fold_activation(g: &mut Graph) {
 /// convolution's own zero padding is the same thing and saves a copy of the tensor.
 fn fold_pad(g: &mut Graph) {
     for i in 0..g.nodes.len() {
-        let Op::Conv(_) = &g.nodes[i].op else { continue };
+        let Op::Conv(_) = &g.nodes[i].op else {
+            continue;
+        };
         let src = g.nodes[i].inputs[0];
-        let Op::Pad { left, right, value } = g.nodes[src].op else { continue };
+        let Op::Pad { left, right, value } = g.nodes[src].op else {
+            continue;
+        };
         if value != 0.0 || g.uses(src) != 1 {
             continue;
         }

@@ -230,7 +230,7 @@ mod x86 {
     ) {
         let (cin, cout, k, s, d) = (sh.cin, sh.cout, sh.k, sh.stride, sh.dilation);
         let mut o = 0;
-        // SAFETY (whole block): every pointer offset stays inside the slices checked by the caller: weights
+        // SAFETY: (whole block) every pointer offset stays inside the slices checked by the caller: weights
         // `(kk*cin+ci)*cout + o + 16 <= k*cin*cout`, input rows `(t*s + kk*d) < rows_needed(n)`, output rows < n.
         unsafe {
             while o + 16 <= cout {
@@ -352,7 +352,7 @@ mod x86 {
     ) {
         let (cin, cout, k, s, d) = (sh.cin, sh.cout, sh.k, sh.stride, sh.dilation);
         let mut o = 0;
-        // SAFETY (whole block): as in `rows_avx2`; the masked loads and stores touch only columns below `cout`.
+        // SAFETY: (whole block) as in `rows_avx2`; the masked loads and stores touch only columns below `cout`.
         unsafe {
             while o + 32 <= cout {
                 let mut acc = [[_mm512_setzero_ps(); 2]; R];
@@ -436,7 +436,7 @@ mod x86 {
         n: usize,
     ) {
         let c = sh.cin;
-        // SAFETY (whole block): channel offsets stay below c, rows below rows_needed(n) / n.
+        // SAFETY: (whole block) channel offsets stay below c, rows below rows_needed(n) / n.
         unsafe {
             for t in 0..n {
                 let mut o = 0;
@@ -495,7 +495,7 @@ mod x86 {
         n: usize,
     ) {
         let c = sh.cin;
-        // SAFETY (whole block): masked accesses touch only channels below c; rows below rows_needed(n) / n.
+        // SAFETY: (whole block) masked accesses touch only channels below c; rows below rows_needed(n) / n.
         unsafe {
             for t in 0..n {
                 let mut o = 0;
