@@ -51,7 +51,7 @@ struct TimeBuf {
 
 impl TimeBuf {
     fn new(channels: usize, len: usize, hop: usize) -> Self {
-        let cap = 5 * len + hop;
+        let cap = 4 * len + hop;
         TimeBuf {
             channels,
             len,
