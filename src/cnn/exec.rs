@@ -447,15 +447,23 @@ impl Engine {
                 let x = time(0);
                 let (c, l) = (x.channels, x.len);
                 let w = x.window();
-                for (ch, o) in y.iter_mut().enumerate() {
-                    *o = match r {
-                        Reduce::Mean => {
-                            ((0..l).map(|t| w[t * c + ch] as f64).sum::<f64>() / l as f64) as f32
+                // Row by row (frames are contiguous), accumulating in f64 for the mean.
+                match r {
+                    Reduce::Mean => {
+                        let mut acc = vec![0.0f64; c];
+                        for row in w.chunks_exact(c) {
+                            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
                         }
-                        Reduce::Max => (0..l)
-                            .map(|t| w[t * c + ch])
-                            .fold(f32::NEG_INFINITY, f32::max),
-                    };
+                        for (o, a) in y.iter_mut().zip(&acc) {
+                            *o = (a / l as f64) as f32;
+                        }
+                    }
+                    Reduce::Max => {
+                        y.fill(f32::NEG_INFINITY);
+                        for row in w.chunks_exact(c) {
+                            y.iter_mut().zip(row).for_each(|(a, &v)| *a = a.max(v));
+                        }
+                    }
                 }
             }
             (Buf::Vector(y), Op::Flatten) => {
