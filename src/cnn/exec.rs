@@ -241,9 +241,9 @@ impl Engine {
                 let (c, l) = (b.channels, b.len);
                 let w = b.window();
                 let mut o = vec![0.0; c * l];
-                for t in 0..l {
-                    for ch in 0..c {
-                        o[ch * l + t] = w[t * c + ch];
+                for (ch, orow) in o.chunks_exact_mut(l.max(1)).enumerate() {
+                    for (v, &x) in orow.iter_mut().zip(w[ch..].iter().step_by(c)) {
+                        *v = x;
                     }
                 }
                 o
