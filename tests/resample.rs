@@ -185,3 +185,68 @@ fn click_stays_at_the_same_time() {
         assert_eq!(peak, (centre * to as f64).round() as usize, "{from}->{to}");
     }
 }
+
+/// Counts allocations made by the current thread (other tests run on other threads).
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        pub static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub struct Counting;
+
+    // SAFETY: forwards every call unchanged to the system allocator; only a thread-local counter is added.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    pub fn count() -> usize {
+        ALLOCATIONS.with(|c| c.get())
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+#[test]
+fn no_allocation_per_call_after_warm_up() {
+    let input = noise(48_000, 11);
+    for (from, to) in [(48_000u32, 16_000u32), (16_000, 48_000), (44_100, 16_000)] {
+        let mut r = StreamResampler::new(from, to).unwrap();
+        let mut out = Vec::with_capacity(200_000);
+        // Warm-up: the first calls feed the start-up zeros.
+        r.process(&input[..1000], &mut out);
+        let before = counting::count();
+        let mut pos = 1000;
+        for n in [1usize, 7, 160, 480, 1023, 4096, 0, 333]
+            .iter()
+            .cycle()
+            .take(60)
+        {
+            let n = (*n).min(input.len() - pos);
+            r.process(&input[pos..pos + n], &mut out);
+            pos += n;
+        }
+        r.finish(&mut out);
+        let allocations = counting::count() - before;
+        assert_eq!(
+            allocations, 0,
+            "{from}->{to}: {allocations} allocations while streaming"
+        );
+    }
+}

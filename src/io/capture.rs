@@ -84,6 +84,16 @@ impl CaptureError {
     }
 }
 
+/// One device sample as f32 in [-1, 1] (cpal's conversion: signed and unsigned integers of any width, floats).
+#[inline]
+pub fn sample_to_f32<T>(s: T) -> f32
+where
+    T: SizedSample,
+    f32: FromSample<T>,
+{
+    f32::from_sample_(s)
+}
+
 /// Build the input stream for sample type `T`.
 fn build<T>(
     device: &cpal::Device,
@@ -105,18 +115,15 @@ where
             let frames = data.len() / channels;
             let samples = data
                 .chunks_exact(channels)
-                .map(|f| pick.mono(f, |s: T| s.to_sample::<f32>()));
+                .map(|f| pick.mono(f, sample_to_f32::<T>));
             push_live(&mut ring, frames, samples, &ctl);
         },
         move |e: cpal::Error| {
-            // Over-runs and a refused real-time priority are glitches, not the end of the stream.
-            if matches!(
-                e.kind(),
-                cpal::ErrorKind::Xrun | cpal::ErrorKind::RealtimeDenied
-            ) {
+            // The error callback runs on cpal's worker thread, not in the audio callback: it may log and lock.
+            if !devices::is_fatal(&e) {
+                tracing::warn!("capture stream: {e}");
                 return;
             }
-            // The error callback is not the audio callback: it may lock and allocate.
             if let Ok(mut slot) = failure.lock() {
                 slot.get_or_insert_with(|| e.to_string());
             }
@@ -212,5 +219,31 @@ impl Source for CaptureSource {
                 _ => Err(Error::Device("capture thread ended before starting".into())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_format_converts_to_unit_range() {
+        assert_eq!(sample_to_f32(i16::MIN), -1.0);
+        assert_eq!(sample_to_f32(0i16), 0.0);
+        assert_eq!(sample_to_f32(16_384i16), 0.5);
+        assert_eq!(sample_to_f32(i8::MIN), -1.0);
+        assert_eq!(sample_to_f32(i32::MIN), -1.0);
+        assert_eq!(sample_to_f32(1i32 << 30), 0.5);
+        assert_eq!(sample_to_f32(128u8), 0.0);
+        assert_eq!(sample_to_f32(0u8), -1.0);
+        assert_eq!(sample_to_f32(32_768u16), 0.0);
+        assert_eq!(sample_to_f32(0u16), -1.0);
+        assert_eq!(sample_to_f32(0.25f32), 0.25);
+        assert_eq!(sample_to_f32(-0.5f64), -0.5);
+        assert_eq!(sample_to_f32(cpal::I24::new(1 << 22).unwrap()), 0.5);
+        // Mixing a stereo frame of another type.
+        let frame = [i16::MAX, i16::MIN];
+        let m = ChannelPick::Mix.mono(&frame, sample_to_f32::<i16>);
+        assert!(m.abs() < 1e-4, "{m}");
     }
 }

@@ -49,7 +49,9 @@ impl std::fmt::Display for RangeInfo {
 /// A compact description of supported ranges: those with the same rate range are merged, listing their sample
 /// formats and channel counts (`8000-48000 Hz: i16/f32, 1-2 ch`).
 pub fn summarize(ranges: &[RangeInfo]) -> String {
-    let mut groups: Vec<((u32, u32), Vec<String>, u16, u16)> = Vec::new();
+    /// (rate range, formats, fewest channels, most channels)
+    type Group = ((u32, u32), Vec<String>, u16, u16);
+    let mut groups: Vec<Group> = Vec::new();
     for r in ranges {
         let key = (r.min_rate, r.max_rate);
         let g = match groups.iter_mut().position(|g| g.0 == key) {
@@ -230,10 +232,9 @@ pub fn print(json: bool) -> Result<()> {
                 .as_ref()
                 .map(|c| format!("{} Hz {} x{}", c.rate, c.format, c.channels))
                 .unwrap_or_else(|| "none".into());
-            let ranges: Vec<String> = info.supported.iter().map(|r| r.to_string()).collect();
             println!(
                 "    {label}: default {default}; supports {}",
-                ranges.join(", ")
+                summarize(&info.supported)
             );
         }
     }
@@ -392,4 +393,16 @@ pub struct DevicesArgs {
 /// `sigflow devices [--json]`.
 pub fn run(args: &DevicesArgs) -> Result<()> {
     print(args.json)
+}
+
+/// Whether a stream error ends the stream. Over-runs, a refused real-time priority and transient backend errors
+/// (the ALSA backend keeps running after them) are glitches; a vanished or invalidated device is the end.
+pub fn is_fatal(e: &cpal::Error) -> bool {
+    matches!(
+        e.kind(),
+        cpal::ErrorKind::DeviceNotAvailable
+            | cpal::ErrorKind::DeviceChanged
+            | cpal::ErrorKind::StreamInvalidated
+            | cpal::ErrorKind::HostUnavailable
+    )
 }

@@ -120,9 +120,9 @@ pub fn open_source(cf: &ConfigFile) -> Result<Box<dyn Source>> {
         }
         SourceConfig::Wav(w) => {
             let path = cf.resolve(&w.path);
-            Ok(Box::new(wav_source::WavFileSource::open(
-                &path, w.channel, w.realtime,
-            )?))
+            let source = wav_source::WavFileSource::open(&path, w.channel, w.realtime)
+                .map_err(|e| cf.error_at(&source_key("path"), e))?;
+            Ok(Box::new(source))
         }
         SourceConfig::Stdin(r) => {
             let pick = raw_pick(cf, r.rate, r.channels, r.channel)?;
@@ -162,7 +162,9 @@ pub fn check_source(cf: &ConfigFile) -> Result<()> {
         }
         SourceConfig::Wav(w) => {
             let path = cf.resolve(&w.path);
-            wav_source::WavFileSource::open(&path, w.channel, w.realtime).map(|_| ())
+            wav_source::WavFileSource::open(&path, w.channel, w.realtime)
+                .map(|_| ())
+                .map_err(|e| cf.error_at(&source_key("path"), e))
         }
         SourceConfig::Stdin(r) => raw_pick(cf, r.rate, r.channels, r.channel).map(|_| ()),
         SourceConfig::Tcp(t) => {

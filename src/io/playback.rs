@@ -90,10 +90,9 @@ where
             }
         },
         move |e: cpal::Error| {
-            if matches!(
-                e.kind(),
-                cpal::ErrorKind::Xrun | cpal::ErrorKind::RealtimeDenied
-            ) {
+            // cpal's worker thread, not the audio callback: it may log and lock.
+            if !devices::is_fatal(&e) {
+                tracing::warn!("playback stream: {e}");
                 return;
             }
             if let Ok(mut slot) = failure.lock() {

@@ -23,7 +23,11 @@ pub struct WavInfo {
 /// Turn a hound error into the reason part of a one-line message.
 pub(crate) fn hound_reason(e: &hound::Error) -> String {
     match e {
-        hound::Error::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+        // hound reports a short read as `Other` with this text.
+        hound::Error::IoError(io)
+            if io.kind() == std::io::ErrorKind::UnexpectedEof
+                || io.to_string().contains("enough bytes") =>
+        {
             "truncated: the file ends inside its header or sample data".into()
         }
         hound::Error::IoError(io) => format!("read error: {io}"),

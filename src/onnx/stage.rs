@@ -4,6 +4,7 @@
 use crate::config::{ConfigFile, Key, Length};
 use crate::error::Result;
 use crate::event::{Event, EventKind};
+use crate::onnx::beats::{BeatParams, BeatPicker, HeartRate};
 use crate::onnx::stateful::{StateSpec, StatefulModel, StatefulSpec};
 use crate::onnx::vad::{VadEvent, VadParams, VadSegmenter};
 use crate::stage::Stage;
@@ -19,6 +20,11 @@ pub enum OnnxPreset {
     /// Silero VAD (v5/v6 ONNX export): 512 (16 kHz) or 256 (8 kHz) new samples plus 64/32 of context, state
     /// `state` → `stateN` [2, 1, 128], `sr` int64, speech probability `output`; emits speech segments.
     Vad,
+    /// A causal per-sample beat detector such as `models/ecg_beats.onnx` (input `ecg` [1, 1, context + chunk],
+    /// output `beat` of the same length, no state): emits `beat` events with RR interval and heart rate, and
+    /// `alarm` events for brady-/tachycardia. `context` must be the model's receptive field − 1 (default 254,
+    /// the bundled model's) so chunked output equals the whole-signal output.
+    Beats,
 }
 
 /// A state tensor in the config: `{ input = "state", output = "stateN", shape = [2, 1, 128] }`.
@@ -67,6 +73,16 @@ pub struct OnnxStageConfig {
     pub min_silence: Option<Length>,
     /// vad: padding added on both sides of a segment (default 30 ms).
     pub speech_pad: Option<Length>,
+    /// beats: the model reports a beat this long after the R peak (default 36 samples, the bundled model's).
+    pub delay: Option<Length>,
+    /// beats: no two beats closer than this (default 200 ms).
+    pub refractory: Option<Length>,
+    /// beats: raise a `bradycardia` alarm when the mean rate over `alarm-beats` intervals falls below this.
+    pub brady_bpm: Option<f64>,
+    /// beats: raise a `tachycardia` alarm when the mean rate over `alarm-beats` intervals rises above this.
+    pub tachy_bpm: Option<f64>,
+    /// beats: number of RR intervals averaged for the alarms (default 8).
+    pub alarm_beats: Option<usize>,
 }
 
 /// The resolved settings of an `onnx` stage.
@@ -77,6 +93,16 @@ struct Resolved {
     labels: Vec<String>,
     emit_scores: bool,
     vad: Option<VadParams>,
+    beats: Option<BeatsSettings>,
+}
+
+/// Settings of the `beats` preset.
+#[derive(Debug, Clone, Copy)]
+pub struct BeatsSettings {
+    pub params: BeatParams,
+    pub brady_bpm: Option<f64>,
+    pub tachy_bpm: Option<f64>,
+    pub alarm_beats: usize,
 }
 
 fn resolve(
@@ -85,7 +111,8 @@ fn resolve(
     cf: &ConfigFile,
 ) -> Result<Resolved> {
     let vad = cfg.preset == Some(OnnxPreset::Vad);
-    let rate = match (cfg.rate, vad) {
+    let beats = cfg.preset == Some(OnnxPreset::Beats);
+    let rate = match (cfg.rate.or(if beats { Some(360) } else { None }), vad) {
         (Some(r), true) if r != 16_000 && r != 8_000 => {
             return Err(cf.error_at(&at("rate"), "the vad preset runs at 16000 or 8000 Hz"))
         }
@@ -105,9 +132,14 @@ fn resolve(
             }
         }
     };
-    let input = required(&cfg.input, "input", "input")?;
-    let output = required(&cfg.output, "output", "output")?;
-    let chunk = match (cfg.chunk, vad) {
+    let (input_default, output_default) = if beats {
+        ("ecg", "beat")
+    } else {
+        ("input", "output")
+    };
+    let input = required(&cfg.input, "input", input_default)?;
+    let output = required(&cfg.output, "output", output_default)?;
+    let chunk = match (cfg.chunk.or(if beats { Some(36) } else { None }), vad) {
         (Some(0), _) => return Err(cf.error_at(&at("chunk"), "chunk must be positive")),
         (Some(c), _) => c,
         (None, true) => {
@@ -151,8 +183,59 @@ fn resolve(
         (None, true) => vec![("sr".into(), rate as i64)],
         (None, false) => Vec::new(),
     };
+    let beats_only = [
+        ("delay", cfg.delay.is_some()),
+        ("refractory", cfg.refractory.is_some()),
+        ("brady-bpm", cfg.brady_bpm.is_some()),
+        ("tachy-bpm", cfg.tachy_bpm.is_some()),
+        ("alarm-beats", cfg.alarm_beats.is_some()),
+    ];
+    if !beats {
+        if let Some((key, _)) = beats_only.iter().find(|(_, set)| *set) {
+            return Err(cf.error_at(&at(key), format!("`{key}` needs `preset = \"beats\"`")));
+        }
+    }
+    let beats_settings = if beats {
+        let threshold = cfg.threshold.unwrap_or(0.5);
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return Err(cf.error_at(&at("threshold"), "threshold must be in (0, 1)"));
+        }
+        let refractory = cfg.refractory.unwrap_or(Length::Seconds(0.2)).samples(rate);
+        if refractory == 0 {
+            return Err(cf.error_at(&at("refractory"), "refractory must be positive"));
+        }
+        for (key, v) in [("brady-bpm", cfg.brady_bpm), ("tachy-bpm", cfg.tachy_bpm)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(
+                        cf.error_at(&at(key), "must be a positive number of beats per minute")
+                    );
+                }
+            }
+        }
+        if let (Some(lo), Some(hi)) = (cfg.brady_bpm, cfg.tachy_bpm) {
+            if lo >= hi {
+                return Err(cf.error_at(&at("brady-bpm"), "brady-bpm must be below tachy-bpm"));
+            }
+        }
+        if cfg.alarm_beats == Some(0) {
+            return Err(cf.error_at(&at("alarm-beats"), "alarm-beats must be at least 1"));
+        }
+        Some(BeatsSettings {
+            params: BeatParams {
+                threshold,
+                refractory,
+                delay: cfg.delay.unwrap_or(Length::Samples(36)).samples(rate),
+            },
+            brady_bpm: cfg.brady_bpm,
+            tachy_bpm: cfg.tachy_bpm,
+            alarm_beats: cfg.alarm_beats.unwrap_or(8),
+        })
+    } else {
+        None
+    };
     let vad_only = [
-        ("threshold", cfg.threshold.is_some()),
+        ("threshold", cfg.threshold.is_some() && !beats),
         ("neg-threshold", cfg.neg_threshold.is_some()),
         ("min-speech", cfg.min_speech.is_some()),
         ("min-silence", cfg.min_silence.is_some()),
@@ -214,8 +297,9 @@ fn resolve(
             int_inputs,
         },
         labels,
-        emit_scores: cfg.emit_scores.unwrap_or(!vad),
+        emit_scores: cfg.emit_scores.unwrap_or(!vad && !beats),
         vad: vad_params,
+        beats: beats_settings,
     })
 }
 
@@ -248,14 +332,11 @@ pub fn build(cfg: &OnnxStageConfig, cf: &ConfigFile) -> Result<Box<dyn Stage>> {
     let at = key_path(index);
     let r = resolve(cfg, &at, cf)?;
     let model = StatefulModel::load(&cf.resolve(&cfg.model), r.spec.clone())?;
-    Ok(Box::new(OnnxStage::new(
-        &cfg.name,
-        r.rate,
-        model,
-        r.labels,
-        r.emit_scores,
-        r.vad,
-    )))
+    let mut stage = OnnxStage::new(&cfg.name, r.rate, model, r.labels, r.emit_scores, r.vad);
+    if let Some(b) = r.beats {
+        stage = stage.with_beats(b);
+    }
+    Ok(Box::new(stage))
 }
 
 /// A stateful ONNX model as a [`Stage`].
@@ -273,6 +354,8 @@ pub struct OnnxStage {
     next: u64,
     output: Vec<f32>,
     vad_events: Vec<VadEvent>,
+    beats: Option<(BeatPicker, HeartRate)>,
+    beat_buf: Vec<crate::onnx::beats::Beat>,
     /// Set after a failed call so a broken model reports once instead of every chunk.
     failed: bool,
 }
@@ -299,7 +382,48 @@ impl OnnxStage {
             next: 0,
             output: Vec::new(),
             vad_events: Vec::new(),
+            beats: None,
+            beat_buf: Vec::new(),
             failed: false,
+        }
+    }
+
+    /// Turn the stage into a beat detector: the last `chunk` values of each output (one per new sample) are
+    /// peak-picked into `beat` events with heart rate and alarms.
+    pub fn with_beats(mut self, b: BeatsSettings) -> Self {
+        self.beats = Some((
+            BeatPicker::new(b.params),
+            HeartRate::new(self.rate, b.alarm_beats, b.brady_bpm, b.tachy_bpm),
+        ));
+        self
+    }
+
+    fn emit_beats(&mut self, out: &mut Vec<Event>) {
+        let Some((_, hr)) = &mut self.beats else {
+            return;
+        };
+        for b in self.beat_buf.drain(..) {
+            let report = hr.beat(b.sample);
+            out.push(Event::new(
+                &self.name,
+                b.sample,
+                EventKind::Beat {
+                    probability: b.probability,
+                    rr_ms: report.rr_ms,
+                    bpm: report.bpm,
+                },
+            ));
+            for (name, active, value) in report.alarms {
+                out.push(Event::new(
+                    &self.name,
+                    b.sample,
+                    EventKind::Alarm {
+                        name: name.to_string(),
+                        active,
+                        value,
+                    },
+                ));
+            }
         }
     }
 
@@ -338,6 +462,14 @@ impl OnnxStage {
                     scores: self.output.clone(),
                 },
             ));
+        }
+        if let Some((picker, _)) = &mut self.beats {
+            // one output per input sample: the new chunk's values are the last `n`, of which `available` are real
+            if self.output.len() >= n {
+                let tail = &self.output[self.output.len() - n..];
+                picker.push(&tail[..available as usize], &mut self.beat_buf);
+            }
+            self.emit_beats(out);
         }
         if let Some(seg) = &mut self.vad {
             let prob = self.output.first().copied().unwrap_or(0.0);
@@ -400,12 +532,20 @@ impl Stage for OnnxStage {
             seg.finish(self.pushed, &mut self.vad_events);
             Self::emit_vad(&self.name, self.rate, &self.vad_events, out);
         }
+        if let Some((picker, _)) = &mut self.beats {
+            picker.finish(&mut self.beat_buf);
+            self.emit_beats(out);
+        }
     }
 
     fn reset(&mut self) {
         self.model.reset();
         if let Some(seg) = &mut self.vad {
             seg.reset();
+        }
+        if let Some((picker, hr)) = &mut self.beats {
+            picker.reset();
+            hr.reset();
         }
         self.pending.clear();
         self.pushed = 0;

@@ -44,6 +44,8 @@ pub struct StatefulModel {
     state: Vec<Vec<f32>>,
     /// Reused input buffer: context followed by the chunk.
     frame: Vec<f32>,
+    /// Rank of the signal input: 2 → `[1, n]`, 3 → `[1, 1, n]` (a one-channel 1-D CNN).
+    input_rank: usize,
 }
 
 fn describe(v: &ValueType) -> String {
@@ -77,10 +79,29 @@ impl StatefulModel {
                 .map(|s| vec![0.0; s.shape.iter().product()])
                 .collect(),
             frame: Vec::with_capacity(spec.context + spec.chunk),
+            input_rank: 2,
             session,
             spec,
         };
         model.check_signature()?;
+        let mut model = model;
+        model.input_rank = model
+            .session
+            .inputs()
+            .iter()
+            .find(|o| o.name() == model.spec.input)
+            .and_then(|o| o.dtype().tensor_shape())
+            .map(|s| s.len())
+            .unwrap_or(2);
+        if !(2..=3).contains(&model.input_rank) {
+            return Err(Error::file(
+                path,
+                format!(
+                    "signal input `{}` has rank {}, expected [1, n] or [1, 1, n]",
+                    model.spec.input, model.input_rank
+                ),
+            ));
+        }
         Ok(model)
     }
 

@@ -1,0 +1,319 @@
+//! Heart beats from a per-sample R-peak probability (the output of `models/ecg_beats.onnx`), with RR interval,
+//! heart rate and brady-/tachycardia alarms.
+//!
+//! Peak picking: every run of samples with probability ≥ `threshold` gives one candidate at its maximum; a
+//! candidate closer than `refractory` to the previous beat replaces it when it is more probable, and is dropped
+//! otherwise. The model reports a beat `delay` samples after the R peak, so beats are stamped `delay` earlier.
+//! [`pick_beats`] is the batch form (training/ecg/evaluate.py does the same in Python); [`BeatPicker`] the
+//! streaming form, which emits a beat as soon as no later run can replace it (at most `refractory` after the run).
+
+/// Peak-picking parameters, in samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BeatParams {
+    pub threshold: f32,
+    pub refractory: u64,
+    pub delay: u64,
+}
+
+/// One detected beat: the R peak's sample index (already moved back by `delay`) and its probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Beat {
+    pub sample: u64,
+    pub probability: f32,
+}
+
+/// Batch peak picking over a whole probability series.
+pub fn pick_beats(p: &[f32], params: &BeatParams) -> Vec<Beat> {
+    let mut picker = BeatPicker::new(*params);
+    let mut out = Vec::new();
+    picker.push(p, &mut out);
+    picker.finish(&mut out);
+    out
+}
+
+/// Candidate peak: (position in model-output samples, probability).
+type Peak = (u64, f32);
+
+/// Streaming peak picking.
+#[derive(Debug, Clone)]
+pub struct BeatPicker {
+    params: BeatParams,
+    /// Index of the next probability.
+    t: u64,
+    /// The run above threshold in progress: its best peak so far.
+    run: Option<Peak>,
+    /// The last beat, not yet final (a later run within the refractory period may replace it).
+    pending: Option<Peak>,
+}
+
+impl BeatPicker {
+    pub fn new(params: BeatParams) -> Self {
+        BeatPicker {
+            params,
+            t: 0,
+            run: None,
+            pending: None,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        *self = BeatPicker::new(self.params);
+    }
+
+    fn emit(&self, (k, prob): Peak, out: &mut Vec<Beat>) {
+        out.push(Beat {
+            sample: k.saturating_sub(self.params.delay),
+            probability: prob,
+        });
+    }
+
+    fn close_run(&mut self, out: &mut Vec<Beat>) {
+        let Some((k, prob)) = self.run.take() else {
+            return;
+        };
+        match self.pending {
+            Some((c, cp)) if k - c < self.params.refractory => {
+                if prob > cp {
+                    self.pending = Some((k, prob));
+                }
+            }
+            Some(c) => {
+                self.emit(c, out);
+                self.pending = Some((k, prob));
+            }
+            None => self.pending = Some((k, prob)),
+        }
+    }
+
+    /// Feed the next probabilities; appends the beats that became final.
+    pub fn push(&mut self, probs: &[f32], out: &mut Vec<Beat>) {
+        for &p in probs {
+            let t = self.t;
+            self.t += 1;
+            if p >= self.params.threshold {
+                match &mut self.run {
+                    Some((k, best)) => {
+                        if p > *best {
+                            *k = t;
+                            *best = p;
+                        }
+                    }
+                    None => self.run = Some((t, p)),
+                }
+            } else {
+                self.close_run(out);
+                // No run is open, so any later candidate lies at or after `t + 1`.
+                if let Some(c) = self.pending {
+                    if t + 1 >= c.0 + self.params.refractory {
+                        self.emit(c, out);
+                        self.pending = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// End of signal: emit what is pending.
+    pub fn finish(&mut self, out: &mut Vec<Beat>) {
+        self.close_run(out);
+        if let Some(c) = self.pending.take() {
+            self.emit(c, out);
+        }
+    }
+}
+
+/// Heart rate and alarms from successive beats.
+#[derive(Debug, Clone)]
+pub struct HeartRate {
+    rate: u32,
+    last: Option<u64>,
+    /// Recent RR intervals in samples (the alarm averages them).
+    recent: Vec<u64>,
+    window: usize,
+    brady_bpm: Option<f64>,
+    tachy_bpm: Option<f64>,
+    brady: bool,
+    tachy: bool,
+}
+
+/// What [`HeartRate::beat`] reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeatReport {
+    pub rr_ms: Option<f64>,
+    pub bpm: Option<f64>,
+    /// Alarms raised or cleared by this beat: (name, active, mean bpm).
+    pub alarms: Vec<(&'static str, bool, f64)>,
+}
+
+impl HeartRate {
+    /// `window` RR intervals are averaged for the alarms; `brady_bpm` / `tachy_bpm` are the alarm thresholds.
+    pub fn new(rate: u32, window: usize, brady_bpm: Option<f64>, tachy_bpm: Option<f64>) -> Self {
+        HeartRate {
+            rate,
+            last: None,
+            recent: Vec::new(),
+            window: window.max(1),
+            brady_bpm,
+            tachy_bpm,
+            brady: false,
+            tachy: false,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        *self = HeartRate::new(self.rate, self.window, self.brady_bpm, self.tachy_bpm);
+    }
+
+    /// A beat at `sample`.
+    pub fn beat(&mut self, sample: u64) -> BeatReport {
+        let rr = self.last.map(|l| sample.saturating_sub(l));
+        self.last = Some(sample);
+        let mut alarms = Vec::new();
+        let (rr_ms, bpm) = match rr {
+            Some(rr) if rr > 0 => {
+                let ms = rr as f64 * 1000.0 / self.rate as f64;
+                (Some(ms), Some(60_000.0 / ms))
+            }
+            _ => (None, None),
+        };
+        if let Some(rr) = rr.filter(|&r| r > 0) {
+            self.recent.push(rr);
+            if self.recent.len() > self.window {
+                self.recent.remove(0);
+            }
+            if self.recent.len() == self.window {
+                let mean = self.recent.iter().sum::<u64>() as f64 / self.window as f64;
+                let mean_bpm = 60.0 * self.rate as f64 / mean;
+                if let Some(lo) = self.brady_bpm {
+                    let now = mean_bpm < lo;
+                    if now != self.brady {
+                        self.brady = now;
+                        alarms.push(("bradycardia", now, mean_bpm));
+                    }
+                }
+                if let Some(hi) = self.tachy_bpm {
+                    let now = mean_bpm > hi;
+                    if now != self.tachy {
+                        self.tachy = now;
+                        alarms.push(("tachycardia", now, mean_bpm));
+                    }
+                }
+            }
+        }
+        BeatReport { rr_ms, bpm, alarms }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const P: BeatParams = BeatParams {
+        threshold: 0.5,
+        refractory: 72,
+        delay: 36,
+    };
+
+    /// The rule written as plainly as possible (same as training/ecg/evaluate.py's pick_beats).
+    fn reference(p: &[f32], params: &BeatParams) -> Vec<Beat> {
+        let mut beats: Vec<(usize, f32)> = Vec::new();
+        let mut i = 0;
+        while i < p.len() {
+            if p[i] < params.threshold {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < p.len() && p[j] >= params.threshold {
+                j += 1;
+            }
+            let mut k = i;
+            for m in i..j {
+                if p[m] > p[k] {
+                    k = m;
+                }
+            }
+            match beats.last_mut() {
+                Some(last) if ((k - last.0) as u64) < params.refractory => {
+                    if p[k] > last.1 {
+                        *last = (k, p[k]);
+                    }
+                }
+                _ => beats.push((k, p[k])),
+            }
+            i = j;
+        }
+        beats
+            .into_iter()
+            .map(|(k, pr)| Beat {
+                sample: (k as u64).saturating_sub(params.delay),
+                probability: pr,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_clear_beats() {
+        let mut p = vec![0.0f32; 600];
+        p[100..106].copy_from_slice(&[0.6, 0.8, 0.95, 0.9, 0.7, 0.55]);
+        p[400..403].copy_from_slice(&[0.7, 0.9, 0.6]);
+        let beats = pick_beats(&p, &P);
+        assert_eq!(beats.len(), 2);
+        assert_eq!(beats[0].sample, 102 - 36);
+        assert_eq!(beats[1].sample, 401 - 36);
+        assert_eq!(beats[1].probability, 0.9);
+    }
+
+    #[test]
+    fn heart_rate_and_alarms() {
+        let mut hr = HeartRate::new(360, 3, Some(50.0), Some(120.0));
+        assert_eq!(hr.beat(0).bpm, None);
+        let r = hr.beat(360);
+        assert!((r.bpm.unwrap() - 60.0).abs() < 1e-9 && (r.rr_ms.unwrap() - 1000.0).abs() < 1e-9);
+        hr.beat(720);
+        assert!(hr.beat(1080).alarms.is_empty());
+        // three slow beats (30 bpm) raise bradycardia once
+        let mut raised = Vec::new();
+        for k in 1..=3 {
+            raised.extend(hr.beat(1080 + k * 720).alarms);
+        }
+        assert_eq!(raised.len(), 1);
+        assert_eq!((raised[0].0, raised[0].1), ("bradycardia", true));
+        // back to 150 bpm: bradycardia clears, tachycardia raises
+        let mut changes = Vec::new();
+        let mut t = 1080 + 3 * 720;
+        for _ in 0..4 {
+            t += 144;
+            changes.extend(hr.beat(t).alarms);
+        }
+        assert!(changes.iter().any(|a| a.0 == "bradycardia" && !a.1));
+        assert!(changes.iter().any(|a| a.0 == "tachycardia" && a.1));
+    }
+
+    proptest! {
+        /// Streaming (random block sizes) equals batch equals the plain reference rule.
+        #[test]
+        fn streaming_equals_batch(
+            p in proptest::collection::vec(prop_oneof![3 => 0.0f32..0.45, 1 => 0.45f32..1.0], 0..2000),
+            blocks in proptest::collection::vec(1usize..300, 1..20),
+            refractory in 1u64..150,
+        ) {
+            let params = BeatParams { threshold: 0.5, refractory, delay: 36 };
+            let want = reference(&p, &params);
+            prop_assert_eq!(&pick_beats(&p, &params), &want);
+            let mut picker = BeatPicker::new(params);
+            let mut got = Vec::new();
+            let mut i = 0;
+            let mut b = 0;
+            while i < p.len() {
+                let n = blocks[b % blocks.len()].min(p.len() - i);
+                picker.push(&p[i..i + n], &mut got);
+                i += n;
+                b += 1;
+            }
+            picker.finish(&mut got);
+            prop_assert_eq!(got, want);
+        }
+    }
+}
