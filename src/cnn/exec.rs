@@ -51,7 +51,7 @@ struct TimeBuf {
 
 impl TimeBuf {
     fn new(channels: usize, len: usize, hop: usize) -> Self {
-        let cap = 3 * len + hop;
+        let cap = 4 * len + hop;
         TimeBuf {
             channels,
             len,
@@ -241,9 +241,9 @@ impl Engine {
                 let (c, l) = (b.channels, b.len);
                 let w = b.window();
                 let mut o = vec![0.0; c * l];
-                for t in 0..l {
-                    for ch in 0..c {
-                        o[ch * l + t] = w[t * c + ch];
+                for (ch, orow) in o.chunks_exact_mut(l.max(1)).enumerate() {
+                    for (v, &x) in orow.iter_mut().zip(w[ch..].iter().step_by(c)) {
+                        *v = x;
                     }
                 }
                 o
@@ -333,14 +333,14 @@ impl Engine {
                 },
             ) => {
                 let x = time(0);
-                let c = y.channels;
-                for j in j0..j1 {
-                    let row = &mut y.rows_mut(j, j + 1)[..c];
-                    match j.checked_sub(*left).filter(|&s| s < x.len) {
-                        Some(s) => row.copy_from_slice(x.rows(s, s + 1)),
-                        None => row.fill(*value),
-                    }
+                // Frames j0..j1 map to input frames j − left; the part inside the input is one block copy.
+                let a = j0.max(*left).min(j1);
+                let b = (x.len + left).clamp(a, j1);
+                y.rows_mut(j0, a).fill(*value);
+                if b > a {
+                    y.rows_mut(a, b).copy_from_slice(x.rows(a - left, b - left));
                 }
+                y.rows_mut(b, j1).fill(*value);
             }
             (Buf::Time(y), Op::Crop { left, .. }) => {
                 let x = time(0);
@@ -447,15 +447,23 @@ impl Engine {
                 let x = time(0);
                 let (c, l) = (x.channels, x.len);
                 let w = x.window();
-                for (ch, o) in y.iter_mut().enumerate() {
-                    *o = match r {
-                        Reduce::Mean => {
-                            ((0..l).map(|t| w[t * c + ch] as f64).sum::<f64>() / l as f64) as f32
+                // Row by row (frames are contiguous), accumulating in f64 for the mean.
+                match r {
+                    Reduce::Mean => {
+                        let mut acc = vec![0.0f64; c];
+                        for row in w.chunks_exact(c) {
+                            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
                         }
-                        Reduce::Max => (0..l)
-                            .map(|t| w[t * c + ch])
-                            .fold(f32::NEG_INFINITY, f32::max),
-                    };
+                        for (o, a) in y.iter_mut().zip(&acc) {
+                            *o = (a / l as f64) as f32;
+                        }
+                    }
+                    Reduce::Max => {
+                        y.fill(f32::NEG_INFINITY);
+                        for row in w.chunks_exact(c) {
+                            y.iter_mut().zip(row).for_each(|(a, &v)| *a = a.max(v));
+                        }
+                    }
                 }
             }
             (Buf::Vector(y), Op::Flatten) => {
@@ -533,11 +541,21 @@ fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// An elementwise function applied in place, through a small buffer so the slice kernels can run.
+fn unary_in_place(u: Unary, y: &mut [f32]) {
+    let mut buf = [0.0f32; 256];
+    for chunk in y.chunks_mut(256) {
+        let b = &mut buf[..chunk.len()];
+        b.copy_from_slice(chunk);
+        unary_slice(u, b, chunk);
+    }
+}
+
 fn softmax(x: &[f32], y: &mut [f32]) {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut s = 0.0f64;
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = (v - m).exp();
+        *o = crate::kernels::cnn_act::exp(v - m);
         s += *o as f64;
     }
     let inv = (1.0 / s) as f32;
@@ -581,6 +599,9 @@ fn conv_range(
                 (k.depthwise)(&sh, xs, &conv.weight, &conv.bias, out, b - a);
             } else {
                 (k.dense)(&sh, xs, &conv.weight, &conv.bias, out, b - a);
+            }
+            if let Some(u) = conv.act {
+                unary_in_place(u, out);
             }
         }
     };

@@ -373,6 +373,8 @@ impl Importer {
             output_shape,
         };
         fold_affine(&mut g);
+        fold_pad(&mut g);
+        fold_activation(&mut g);
         Ok(g)
     }
 
@@ -1091,6 +1093,7 @@ impl Importer {
             weight,
             bias,
             depthwise,
+            act: None,
         };
         let id = self.push(cx, Op::Conv(conv), vec![xid], Kind::Time { channels: cout });
         Ok(vec![Val::Time {
@@ -1752,7 +1755,7 @@ fn resolve_shape(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = n / known;
@@ -1789,5 +1792,80 @@ fn fold_affine(g: &mut Graph) {
             *b = *b * sc(o) + sh(o);
         }
         g.nodes[i].op = Op::Unary(Unary::Identity);
+        redirect(g, i, src);
+    }
+}
+
+/// Make every reader of node `from` read node `to` instead (`from` is then dead).
+fn redirect(g: &mut Graph, from: NodeId, to: NodeId) {
+    for n in g.nodes.iter_mut() {
+        for x in n.inputs.iter_mut() {
+            if *x == from {
+                *x = to;
+            }
+        }
+        if let Op::Binary(_, a, b) = &mut n.op {
+            for o in [a, b] {
+                if let Operand::Node(x) | Operand::Broadcast(x) = o {
+                    if *x == from {
+                        *x = to;
+                    }
+                }
+            }
+        }
+    }
+    if g.output == from {
+        g.output = to;
+    }
+}
+
+/// Fuse an elementwise activation into the convolution before it when nothing else reads the convolution.
+fn fold_activation(g: &mut Graph) {
+    for i in 0..g.nodes.len() {
+        let Op::Unary(u) = g.nodes[i].op else {
+            continue;
+        };
+        if u == Unary::Identity || g.uses(i) == 0 {
+            continue;
+        }
+        let src = g.nodes[i].inputs[0];
+        if g.uses(src) != 1 {
+            continue;
+        }
+        let Op::Conv(conv) = &mut g.nodes[src].op else {
+            continue;
+        };
+        if conv.act.is_some() {
+            continue;
+        }
+        conv.act = Some(u);
+        g.nodes[i].op = Op::Unary(Unary::Identity);
+        redirect(g, i, src);
+    }
+}
+
+/// Merge constant zero `Pad` nodes into the convolution that reads them (when nothing else does): the
+/// convolution's own zero padding is the same thing and saves a copy of the tensor.
+fn fold_pad(g: &mut Graph) {
+    for i in 0..g.nodes.len() {
+        let Op::Conv(_) = &g.nodes[i].op else {
+            continue;
+        };
+        let src = g.nodes[i].inputs[0];
+        let Op::Pad { left, right, value } = g.nodes[src].op else {
+            continue;
+        };
+        if value != 0.0 || g.uses(src) != 1 {
+            continue;
+        }
+        let pad_in = g.nodes[src].inputs[0];
+        if let Op::Conv(conv) = &mut g.nodes[i].op {
+            conv.pad_left += left;
+            conv.pad_right += right;
+        }
+        g.nodes[i].inputs[0] = pad_in;
+        // The Pad node is now unused; leave it as a harmless identity the planner skips (not live).
+        g.nodes[src].op = Op::Unary(Unary::Identity);
+        g.nodes[src].inputs = vec![pad_in];
     }
 }

@@ -175,6 +175,8 @@ pub struct Conv {
     pub weight: Vec<f32>,
     pub bias: Vec<f32>,
     pub depthwise: bool,
+    /// An elementwise activation applied to the output rows as they are computed (fused at import).
+    pub act: Option<Unary>,
 }
 
 /// Max or average pooling over time.

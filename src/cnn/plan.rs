@@ -279,16 +279,14 @@ impl Plan {
             return Err("the window must not be empty".into());
         }
         let (mut nodes, stride) = Self::time_map(g, window)?;
-        if hop == 0 || hop > window || hop % stride != 0 {
+        if hop == 0 || hop > window || !hop.is_multiple_of(stride) {
             return Err(format!(
                 "hop {hop} cannot be exact for this model (total stride {stride}, window {window}); valid hops: {}",
                 describe_hops(stride, window)
             ));
         }
         for n in nodes.iter_mut() {
-            if n.stride > 0 {
-                n.hop = hop / n.stride;
-            }
+            n.hop = hop.checked_div(n.stride).unwrap_or(0);
         }
         Ok(Plan {
             window,

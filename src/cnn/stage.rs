@@ -166,7 +166,7 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
                     ),
                 ));
             }
-            if hop_samples % lm.hop as u64 != 0 {
+            if !hop_samples.is_multiple_of(lm.hop as u64) {
                 return Err(cf.error_at(
                     &at("hop"),
                     format!(

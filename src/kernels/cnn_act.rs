@@ -40,7 +40,7 @@ pub fn tanh(x: f32) -> f32 {
 pub fn erf(x: f32) -> f32 {
     let a = x.abs();
     let x2 = x * x;
-    let series = 1.128_379_2
+    let series = std::f32::consts::FRAC_2_SQRT_PI
         * x
         * (1.0
             + x2 * (-1.0 / 3.0

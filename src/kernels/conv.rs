@@ -230,7 +230,7 @@ mod x86 {
     ) {
         let (cin, cout, k, s, d) = (sh.cin, sh.cout, sh.k, sh.stride, sh.dilation);
         let mut o = 0;
-        // SAFETY (whole block): every pointer offset stays inside the slices checked by the caller: weights
+        // SAFETY: (whole block) every pointer offset stays inside the slices checked by the caller: weights
         // `(kk*cin+ci)*cout + o + 16 <= k*cin*cout`, input rows `(t*s + kk*d) < rows_needed(n)`, output rows < n.
         unsafe {
             while o + 16 <= cout {
@@ -352,19 +352,26 @@ mod x86 {
     ) {
         let (cin, cout, k, s, d) = (sh.cin, sh.cout, sh.k, sh.stride, sh.dilation);
         let mut o = 0;
-        // SAFETY (whole block): as in `rows_avx2`; the masked loads and stores touch only columns below `cout`.
+        // SAFETY: (whole block) as in `rows_avx2`; the masked loads and stores touch only columns below `cout`.
         unsafe {
-            while o + 32 <= cout {
+            // Pairs of 16-column registers; the second one masked when fewer than 32 columns remain.
+            while cout - o > 16 {
+                let left = (cout - o - 16).min(16);
+                let m1: __mmask16 = if left == 16 {
+                    0xffff
+                } else {
+                    (1u16 << left) - 1
+                };
                 let mut acc = [[_mm512_setzero_ps(); 2]; R];
                 for a in acc.iter_mut() {
                     a[0] = _mm512_loadu_ps(b.add(o));
-                    a[1] = _mm512_loadu_ps(b.add(o + 16));
+                    a[1] = _mm512_maskz_loadu_ps(m1, b.add(o + 16));
                 }
                 for kk in 0..k {
                     for ci in 0..cin {
                         let wp = w.add((kk * cin + ci) * cout + o);
                         let w0 = _mm512_loadu_ps(wp);
-                        let w1 = _mm512_loadu_ps(wp.add(16));
+                        let w1 = _mm512_maskz_loadu_ps(m1, wp.add(16));
                         for (r, a) in acc.iter_mut().enumerate() {
                             let xv = _mm512_set1_ps(*x.add(((t0 + r) * s + kk * d) * cin + ci));
                             a[0] = _mm512_fmadd_ps(xv, w0, a[0]);
@@ -374,9 +381,9 @@ mod x86 {
                 }
                 for (r, a) in acc.iter().enumerate() {
                     _mm512_storeu_ps(y.add((t0 + r) * cout + o), a[0]);
-                    _mm512_storeu_ps(y.add((t0 + r) * cout + o + 16), a[1]);
+                    _mm512_mask_storeu_ps(y.add((t0 + r) * cout + o + 16), m1, a[1]);
                 }
-                o += 32;
+                o += 16 + left;
             }
             while o < cout {
                 let left = (cout - o).min(16);
@@ -436,7 +443,7 @@ mod x86 {
         n: usize,
     ) {
         let c = sh.cin;
-        // SAFETY (whole block): channel offsets stay below c, rows below rows_needed(n) / n.
+        // SAFETY: (whole block) channel offsets stay below c, rows below rows_needed(n) / n.
         unsafe {
             for t in 0..n {
                 let mut o = 0;
@@ -495,7 +502,7 @@ mod x86 {
         n: usize,
     ) {
         let c = sh.cin;
-        // SAFETY (whole block): masked accesses touch only channels below c; rows below rows_needed(n) / n.
+        // SAFETY: (whole block) masked accesses touch only channels below c; rows below rows_needed(n) / n.
         unsafe {
             for t in 0..n {
                 let mut o = 0;
