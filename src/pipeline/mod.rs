@@ -116,17 +116,28 @@ impl Pipeline {
                 sink: crate::io::open_sink(cf, i, rate)?,
             });
         }
-        let d = &cf.config.daemon;
-        Ok(Pipeline {
-            ring_samples: ((d.ring_seconds * rate as f64).ceil() as usize).max(64),
-            block_samples: ((d.block_ms * 1e-3 * rate as f64).round() as usize).max(1),
+        let mut p = Pipeline::with_daemon(&cf.config.daemon, source, stages, sinks);
+        p.tap_rates = tap_rates;
+        Ok(p)
+    }
+
+    fn with_daemon(
+        d: &crate::config::DaemonConfig,
+        source: Box<dyn Source>,
+        stages: Vec<Box<dyn Stage>>,
+        sinks: Vec<SinkSpec>,
+    ) -> Self {
+        let rate = source.rate() as f64;
+        Pipeline {
+            ring_samples: ((d.ring_seconds * rate).ceil() as usize).max(64),
+            block_samples: ((d.block_ms * 1e-3 * rate).round() as usize).max(1),
             sink_queue: d.sink_queue,
             overrun_every: Duration::from_millis(d.overrun_report_ms),
             source,
             stages,
             sinks,
-            tap_rates,
-        })
+            tap_rates: Vec::new(),
+        }
     }
 
     /// Assemble a pipeline from parts (library use: custom sources, stages and sinks).
@@ -135,18 +146,12 @@ impl Pipeline {
         stages: Vec<Box<dyn Stage>>,
         sinks: Vec<SinkSpec>,
     ) -> Self {
-        let rate = source.rate();
-        let d = crate::config::DaemonConfig::default();
-        Pipeline {
-            ring_samples: (d.ring_seconds * rate as f64).ceil() as usize,
-            block_samples: ((d.block_ms * 1e-3 * rate as f64).round() as usize).max(1),
-            sink_queue: d.sink_queue,
-            overrun_every: Duration::from_millis(d.overrun_report_ms),
+        Pipeline::with_daemon(
+            &crate::config::DaemonConfig::default(),
             source,
             stages,
             sinks,
-            tap_rates: Vec::new(),
-        }
+        )
     }
 
     /// Add a stage of the library user's own.
