@@ -211,3 +211,38 @@ fn beats_config_errors_name_the_key() {
         .to_string();
     assert!(e.contains("tachy-bpm") && e.contains("events"), "{e}");
 }
+
+#[test]
+fn ecg_monitor_config_prints_beats_with_heart_rate() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigflow"))
+        .arg("run")
+        .arg(root().join("configs/ecg-monitor.toml"))
+        .output()
+        .expect("sigflow runs");
+    assert!(
+        out.status.success(),
+        "sigflow run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("one JSON object per line");
+        assert_ne!(
+            v["event"], "alarm",
+            "the bundled record raises no alarm: {line}"
+        );
+        if v["event"] == "beat" {
+            assert_eq!(v["stage"], "ecg");
+            if !samples.is_empty() {
+                let bpm = v["bpm"]
+                    .as_f64()
+                    .expect("heart rate from the second beat on");
+                let rr = v["rr_ms"].as_f64().expect("RR interval");
+                assert!(bpm > 0.0 && (bpm * rr - 60_000.0).abs() < 1e-6, "{line}");
+            }
+            samples.push(v["sample"].as_u64().expect("sample"));
+        }
+    }
+    assert_eq!(samples, python_beats());
+}
