@@ -363,7 +363,6 @@ pub struct CnnStage {
     last_detection: Vec<Option<u64>>,
     emit_scores: bool,
     beats: Option<BeatEvents>,
-    beat_probs: Vec<f32>,
     window_samples: u64,
     hop_samples: u64,
     /// Samples per output frame of a time-series output.
@@ -403,7 +402,6 @@ impl CnnStage {
             last_detection: vec![None; n],
             emit_scores: cfg.emit_scores.unwrap_or(r.beats.is_none()),
             beats: r.beats.map(|b| BeatEvents::new(b, r.rate)),
-            beat_probs: vec![],
             window_samples: r.window_samples,
             hop_samples: r.hop_samples,
             series_period: out.stride.max(1) as u64 * r.frame_samples,
@@ -426,9 +424,7 @@ impl CnnStage {
                 } else {
                     t.saturating_sub(self.series_frames_per_hop)
                 };
-                self.beat_probs.clear();
-                self.beat_probs.extend_from_slice(&y[from..t]);
-                beats.push(&self.name, &self.beat_probs, out);
+                beats.push(&self.name, &y[from..t], out);
             }
             if self.emit_scores {
                 // Per-frame output [.., C, T]: emit the frames this hop made new (all of them for the first window).
