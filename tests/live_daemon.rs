@@ -1,10 +1,12 @@
 //! The daemon on live capture: `sigflow run` as a child process capturing from a file-backed ALSA device through a
 //! private PulseAudio (no sound card). What its stages received (written back by a `wav` sink of the resampled
-//! input) matches the replayed recording; SIGTERM drains and closes; the shipped live configs pass `check`.
+//! input) matches the replayed recording; SIGTERM drains and closes; the shipped live configs pass `check`; and a
+//! `cnn` keyword spotter on live capture detects a keyword of the bundled speech, with the same detections as the
+//! same stage run on what the daemon heard.
 
 mod common;
 
-use common::pulse::PrivateAudio;
+use common::pulse::{write_s16, PrivateAudio};
 use common::signal::{best_lag, error_db, overlap, test_recording};
 use sigflow::dsp::resample::StreamResampler;
 use std::path::Path;
@@ -32,6 +34,142 @@ fn daemon_on_live_capture() {
     let audio = PrivateAudio::start(DEVICE_RATE, &input, PLAYBACK_RATE);
     shipped_live_configs_pass_check();
     captures_resamples_and_drains_on_sigterm(&audio, &input);
+    keyword_spotter_on_live_capture(&audio);
+}
+
+/// Run `sigflow run cfg` for `seconds`, then SIGTERM it and wait for a clean exit.
+fn run_for(cfg: &Path, seconds: f64) {
+    let mut child = Command::new(bin())
+        .args(["run", cfg.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sigflow");
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    // SAFETY: kill(2) on our own, not yet reaped child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "sigflow did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = child
+        .stderr
+        .take()
+        .map(|mut e| {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+            s
+        })
+        .unwrap_or_default();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+}
+
+const KWS_STAGE: &str = r#"
+[[stage]]
+kind = "cnn"
+name = "kws"
+model = "MODEL"
+rate = 16000
+front-end = "log-mel"
+n-mels = 40
+n-fft = 400
+mel-hop = 160
+window = 16000
+hop = 160
+mode = "exact"
+labels = ["background", "unknown", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "hey_sigflow"]
+detect = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "hey_sigflow"]
+threshold = 0.9
+refractory = "1s"
+emit-scores = false
+"#;
+
+fn detections(jsonl: &str) -> Vec<String> {
+    jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .filter(|e| e["event"] == "detection" && e["stage"] == "kws")
+        .map(|e| e["label"].as_str().expect("label").to_string())
+        .collect()
+}
+
+/// The keyword spotter of configs/default.toml on live capture of 7–13 s of audio/speech_with_keywords.wav, whose
+/// "left" lies at 9.4–10.0 s (audio/speech_with_keywords.tsv).
+fn keyword_spotter_on_live_capture(audio: &PrivateAudio) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut r =
+        hound::WavReader::open(root.join("audio/speech_with_keywords.wav")).expect("speech");
+    assert_eq!(r.spec().sample_rate, 16_000);
+    let speech: Vec<f32> = r
+        .samples::<i16>()
+        .map(|s| s.expect("sample") as f32 / 32768.0)
+        .collect();
+    // The capture device replays the file again from its start when the daemon opens it.
+    let excerpt = resample_all(16_000, DEVICE_RATE, &speech[16_000 * 7..16_000 * 13]);
+    write_s16(&audio.path("input.raw"), &excerpt);
+    let model = root.join("models/kws.onnx");
+    let stage = KWS_STAGE.replace("MODEL", model.to_str().expect("utf8"));
+    let cfg = audio.path("kws.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[source]
+kind = "capture"
+device = "alsa:testcap"
+rate = {DEVICE_RATE}
+{stage}
+[[sink]]
+kind = "jsonl"
+path = "kws.jsonl"
+
+[[sink]]
+kind = "wav"
+path = "kws-heard.wav"
+from = "input"
+rate = 16000
+format = "float32"
+"#
+        ),
+    )
+    .expect("write config");
+    run_for(&cfg, 6.5);
+    let live = detections(&std::fs::read_to_string(audio.path("kws.jsonl")).expect("events"));
+    eprintln!("live detections: {live:?}");
+    assert!(
+        live.iter().any(|l| l == "left"),
+        "no `left` detected on live capture: {live:?}"
+    );
+    assert!(live.len() <= 2, "detections on live capture: {live:?}");
+
+    // The same stage on what the daemon heard (a WAV source) gives the same detections.
+    let cfg = audio.path("kws-wav.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nkind = \"wav\"\npath = \"kws-heard.wav\"\n{stage}\n[[sink]]\nkind = \"jsonl\"\npath = \"kws-wav.jsonl\"\n"
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(bin())
+        .args(["run", cfg.to_str().expect("utf8")])
+        .output()
+        .expect("sigflow runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offline =
+        detections(&std::fs::read_to_string(audio.path("kws-wav.jsonl")).expect("events"));
+    assert_eq!(live, offline, "live and offline detections differ");
 }
 
 fn shipped_live_configs_pass_check() {

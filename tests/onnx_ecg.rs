@@ -191,7 +191,7 @@ fn tachycardia_alarm_fires_with_a_low_threshold() {
 
 #[test]
 fn bundled_configs_check() {
-    for name in ["configs/ecg-monitor.toml", "configs/live-mic.toml"] {
+    for name in ["configs/default.toml", "configs/live-mic.toml"] {
         let cf = ConfigFile::load(&root().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut onnx_stages = 0;
         for (i, s) in cf.config.stages.iter().enumerate() {

@@ -1,9 +1,12 @@
 //! The `cnn` stage: a 1-D CNN from ONNX run by the streaming engine on overlapping windows of the signal (raw
 //! samples or the streaming log-mel front end). Emits `scores` per hop (vector outputs), `detection` with
-//! threshold, hysteresis and refractory time, and `series` for fully convolutional per-frame outputs.
+//! threshold, hysteresis and refractory time, and `series` for fully convolutional per-frame outputs. With
+//! `events = "beats"` a per-sample probability output (e.g. `models/ecg_beats.onnx`) becomes `beat` events with RR
+//! interval and heart rate plus brady-/tachycardia `alarm` events (src/dsp/beats.rs, shared with the `onnx` stage).
 
 use super::{import, Engine, Graph, Mode, Plan};
 use crate::config::{ConfigFile, Key, Length};
+use crate::dsp::beats::{BeatEvents, BeatsKeys, BeatsSettings};
 use crate::dsp::logmel::{LogMel, LogMelConfig};
 use crate::error::Result;
 use crate::event::{Event, EventKind};
@@ -23,7 +26,21 @@ pub enum FrontEnd {
     LogMel,
 }
 
+/// Post-processing of the model output into events (`events = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CnnEvents {
+    /// A fully convolutional model with one probability per input sample (raw front end, all strides 1, output
+    /// `[1, 1, T]` as long as its input): peak picking into `beat` events, heart rate and alarms. Uses
+    /// `threshold` (default 0.5), `refractory` (default 200 ms), `delay`, `brady-bpm`, `tachy-bpm`, `alarm-beats`.
+    Beats,
+}
+
 /// `kind = "cnn"`.
+///
+/// Beat detector example (`models/ecg_beats.onnx`): `rate = 360`, `window = 360` (≥ the model's 255-sample
+/// receptive field so exact streaming is valid), `hop = 36`, `events = "beats"`, `threshold = 0.5`, `delay = 36`,
+/// `refractory = "200ms"`, `brady-bpm = 30`, `tachy-bpm = 220`, `alarm-beats = 8`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CnnStageConfig {
@@ -56,17 +73,27 @@ pub struct CnnStageConfig {
     pub labels: Option<Vec<String>>,
     /// Labels that raise `detection` events (default: all; needs `threshold`).
     pub detect: Option<Vec<String>>,
-    /// Detection threshold on a score; no detections when absent.
+    /// Detection threshold on a score; no detections when absent. With `events = "beats"`: the probability a beat
+    /// must reach (default 0.5).
     pub threshold: Option<f32>,
     /// A detected label re-arms when its score falls below `threshold - hysteresis` (default 0.1).
     #[serde(default = "default_hysteresis")]
     pub hysteresis: f32,
-    /// Minimum time between two detections of the same label (default 0.5 s).
-    #[serde(default = "default_refractory")]
-    pub refractory: Length,
-    /// Emit `scores` / `series` events every hop (default true).
-    #[serde(default = "yes")]
-    pub emit_scores: bool,
+    /// Minimum time between two detections of the same label (default 0.5 s; beats: between two beats, default
+    /// 200 ms).
+    pub refractory: Option<Length>,
+    /// Emit `scores` / `series` events every hop (default true; false with `events = "beats"`).
+    pub emit_scores: Option<bool>,
+    /// Turn the output into events: `"beats"` (see [`CnnEvents::Beats`]).
+    pub events: Option<CnnEvents>,
+    /// beats: the model reports a beat this long after the R peak (default 36 samples).
+    pub delay: Option<Length>,
+    /// beats: raise a `bradycardia` alarm when the mean rate over `alarm-beats` intervals falls below this.
+    pub brady_bpm: Option<f64>,
+    /// beats: raise a `tachycardia` alarm when the mean rate over `alarm-beats` intervals rises above this.
+    pub tachy_bpm: Option<f64>,
+    /// beats: number of RR intervals averaged for the alarms (default 8).
+    pub alarm_beats: Option<usize>,
 }
 
 fn default_mode() -> Mode {
@@ -77,9 +104,6 @@ fn default_hysteresis() -> f32 {
 }
 fn default_refractory() -> Length {
     Length::Seconds(0.5)
-}
-fn yes() -> bool {
-    true
 }
 
 /// Everything `check` and `build` derive from the config.
@@ -93,6 +117,7 @@ struct Resolved {
     /// Samples per model input frame.
     frame_samples: u64,
     labels: Vec<String>,
+    beats: Option<BeatsSettings>,
 }
 
 fn key_path(index: usize) -> impl Fn(&str) -> Vec<Key> {
@@ -231,7 +256,53 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
             return Err(cf.error_at(&at("detect"), "needs a `threshold`"));
         }
     }
-    if let Some(t) = cfg.threshold {
+    let beats_mode = cfg.events == Some(CnnEvents::Beats);
+    for (k, present) in [
+        ("delay", cfg.delay.is_some()),
+        ("brady-bpm", cfg.brady_bpm.is_some()),
+        ("tachy-bpm", cfg.tachy_bpm.is_some()),
+        ("alarm-beats", cfg.alarm_beats.is_some()),
+    ] {
+        if present && !beats_mode {
+            return Err(cf.error_at(&at(k), format!("`{k}` needs `events = \"beats\"`")));
+        }
+    }
+    let beats = if beats_mode {
+        if cfg.detect.is_some() {
+            return Err(cf.error_at(&at("detect"), "not used with `events = \"beats\"`"));
+        }
+        if logmel.is_some() || out_node.is_vector() || per_frame != 1 || out_node.stride > 1 {
+            return Err(cf.error_at(
+                &at("events"),
+                "beats need a raw-front-end model with one output value per input sample ([1, 1, T], strides 1)",
+            ));
+        }
+        if out_node.len != frames_w {
+            return Err(cf.error_at(
+                &at("events"),
+                format!(
+                    "beats need an output as long as the input (causal padding): the model gives {} values for a \
+                     {frames_w}-sample window",
+                    out_node.len
+                ),
+            ));
+        }
+        let keys = BeatsKeys {
+            threshold: cfg.threshold,
+            delay: cfg.delay,
+            refractory: cfg.refractory,
+            brady_bpm: cfg.brady_bpm,
+            tachy_bpm: cfg.tachy_bpm,
+            alarm_beats: cfg.alarm_beats,
+        };
+        Some(
+            keys.resolve(rate)
+                .map_err(|(k, msg)| cf.error_at(&at(k), msg))?,
+        )
+    } else {
+        None
+    };
+    if let Some(t) = cfg.threshold.filter(|_| !beats_mode) {
         if !t.is_finite() {
             return Err(cf.error_at(&at("threshold"), "must be a finite number"));
         }
@@ -254,6 +325,7 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
         hop_samples,
         frame_samples,
         labels,
+        beats,
     })
 }
 
@@ -290,6 +362,7 @@ pub struct CnnStage {
     armed: Vec<bool>,
     last_detection: Vec<Option<u64>>,
     emit_scores: bool,
+    beats: Option<BeatEvents>,
     window_samples: u64,
     hop_samples: u64,
     /// Samples per output frame of a time-series output.
@@ -319,12 +392,16 @@ impl CnnStage {
             outs: vec![],
             labels: r.labels.into(),
             detect,
-            threshold: cfg.threshold,
+            threshold: cfg.threshold.filter(|_| r.beats.is_none()),
             hysteresis: cfg.hysteresis,
-            refractory: cfg.refractory.samples(r.rate),
+            refractory: cfg
+                .refractory
+                .unwrap_or_else(default_refractory)
+                .samples(r.rate),
             armed: vec![true; n],
             last_detection: vec![None; n],
-            emit_scores: cfg.emit_scores,
+            emit_scores: cfg.emit_scores.unwrap_or(r.beats.is_none()),
+            beats: r.beats.map(|b| BeatEvents::new(b, r.rate)),
             window_samples: r.window_samples,
             hop_samples: r.hop_samples,
             series_period: out.stride.max(1) as u64 * r.frame_samples,
@@ -338,6 +415,17 @@ impl CnnStage {
         let dims = self.engine.output_dims();
         let out_node = self.engine.plan().nodes[self.engine.graph().output];
         if !out_node.is_vector() {
+            if let Some(beats) = &mut self.beats {
+                // One probability per sample: the frames this hop made new (all of them for the first window),
+                // which continue the stream sample for sample.
+                let t = out_node.len;
+                let from = if index == 0 {
+                    0
+                } else {
+                    t.saturating_sub(self.series_frames_per_hop)
+                };
+                beats.push(&self.name, &y[from..t], out);
+            }
             if self.emit_scores {
                 // Per-frame output [.., C, T]: emit the frames this hop made new (all of them for the first window).
                 let t = out_node.len;
@@ -423,7 +511,16 @@ impl Stage for CnnStage {
         }
         self.outs = outs;
     }
+    fn finish(&mut self, out: &mut Vec<Event>) {
+        // Samples after the last full hop are not seen by any window; the beat still pending is final now.
+        if let Some(beats) = &mut self.beats {
+            beats.finish(&self.name, out);
+        }
+    }
     fn reset(&mut self) {
+        if let Some(beats) = &mut self.beats {
+            beats.reset();
+        }
         self.engine.reset();
         if let Some(lm) = &mut self.front {
             lm.reset();

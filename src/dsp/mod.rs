@@ -1,5 +1,6 @@
 //! Signal processing: streaming resampling (rubato), STFT / log-mel, level metering.
 
+pub mod beats;
 pub mod framer;
 pub mod level;
 pub mod logmel;

@@ -1,7 +1,6 @@
 //! ONNX Runtime (ort) for stateful models we do not compile ourselves (e.g. Silero VAD), and as the reference
 //! peer in benchmarks.
 
-pub mod beats;
 pub mod runtime;
 pub mod stage;
 pub mod stateful;

@@ -2,9 +2,9 @@
 //! Silero VAD and emits `speech_start` / `speech_end`; otherwise it emits the model's output as `scores` per chunk.
 
 use crate::config::{ConfigFile, Key, Length};
+use crate::dsp::beats::{BeatEvents, BeatsKeys, BeatsSettings};
 use crate::error::Result;
 use crate::event::{Event, EventKind};
-use crate::onnx::beats::{BeatParams, BeatPicker, HeartRate};
 use crate::onnx::stateful::{StateSpec, StatefulModel, StatefulSpec};
 use crate::onnx::vad::{VadEvent, VadParams, VadSegmenter};
 use crate::stage::Stage;
@@ -94,15 +94,6 @@ struct Resolved {
     emit_scores: bool,
     vad: Option<VadParams>,
     beats: Option<BeatsSettings>,
-}
-
-/// Settings of the `beats` preset.
-#[derive(Debug, Clone, Copy)]
-pub struct BeatsSettings {
-    pub params: BeatParams,
-    pub brady_bpm: Option<f64>,
-    pub tachy_bpm: Option<f64>,
-    pub alarm_beats: usize,
 }
 
 fn resolve(
@@ -202,41 +193,18 @@ fn resolve(
         }
     }
     let beats_settings = if beats {
-        let threshold = cfg.threshold.unwrap_or(0.5);
-        if !(threshold > 0.0 && threshold < 1.0) {
-            return Err(cf.error_at(&at("threshold"), "threshold must be in (0, 1)"));
-        }
-        let refractory = cfg.refractory.unwrap_or(Length::Seconds(0.2)).samples(rate);
-        if refractory == 0 {
-            return Err(cf.error_at(&at("refractory"), "refractory must be positive"));
-        }
-        for (key, v) in [("brady-bpm", cfg.brady_bpm), ("tachy-bpm", cfg.tachy_bpm)] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(
-                        cf.error_at(&at(key), "must be a positive number of beats per minute")
-                    );
-                }
-            }
-        }
-        if let (Some(lo), Some(hi)) = (cfg.brady_bpm, cfg.tachy_bpm) {
-            if lo >= hi {
-                return Err(cf.error_at(&at("brady-bpm"), "brady-bpm must be below tachy-bpm"));
-            }
-        }
-        if cfg.alarm_beats == Some(0) {
-            return Err(cf.error_at(&at("alarm-beats"), "alarm-beats must be at least 1"));
-        }
-        Some(BeatsSettings {
-            params: BeatParams {
-                threshold,
-                refractory,
-                delay: cfg.delay.unwrap_or(Length::Samples(36)).samples(rate),
-            },
+        let keys = BeatsKeys {
+            threshold: cfg.threshold,
+            delay: cfg.delay,
+            refractory: cfg.refractory,
             brady_bpm: cfg.brady_bpm,
             tachy_bpm: cfg.tachy_bpm,
-            alarm_beats: cfg.alarm_beats.unwrap_or(8),
-        })
+            alarm_beats: cfg.alarm_beats,
+        };
+        Some(
+            keys.resolve(rate)
+                .map_err(|(key, msg)| cf.error_at(&at(key), msg))?,
+        )
     } else {
         None
     };
@@ -360,8 +328,7 @@ pub struct OnnxStage {
     next: u64,
     output: Vec<f32>,
     vad_events: Vec<VadEvent>,
-    beats: Option<(BeatPicker, HeartRate)>,
-    beat_buf: Vec<crate::onnx::beats::Beat>,
+    beats: Option<BeatEvents>,
     /// Set after a failed call so a broken model reports once instead of every chunk.
     failed: bool,
 }
@@ -389,7 +356,6 @@ impl OnnxStage {
             output: Vec::new(),
             vad_events: Vec::new(),
             beats: None,
-            beat_buf: Vec::new(),
             failed: false,
         }
     }
@@ -397,40 +363,8 @@ impl OnnxStage {
     /// Turn the stage into a beat detector: the last `chunk` values of each output (one per new sample) are
     /// peak-picked into `beat` events with heart rate and alarms.
     pub fn with_beats(mut self, b: BeatsSettings) -> Self {
-        self.beats = Some((
-            BeatPicker::new(b.params),
-            HeartRate::new(self.rate, b.alarm_beats, b.brady_bpm, b.tachy_bpm),
-        ));
+        self.beats = Some(BeatEvents::new(b, self.rate));
         self
-    }
-
-    fn emit_beats(&mut self, out: &mut Vec<Event>) {
-        let Some((_, hr)) = &mut self.beats else {
-            return;
-        };
-        for b in self.beat_buf.drain(..) {
-            let report = hr.beat(b.sample);
-            out.push(Event::new(
-                &self.name,
-                b.sample,
-                EventKind::Beat {
-                    probability: b.probability,
-                    rr_ms: report.rr_ms,
-                    bpm: report.bpm,
-                },
-            ));
-            for (name, active, value) in report.alarms {
-                out.push(Event::new(
-                    &self.name,
-                    b.sample,
-                    EventKind::Alarm {
-                        name: name.to_string(),
-                        active,
-                        value,
-                    },
-                ));
-            }
-        }
     }
 
     fn run_chunk(&mut self, chunk_start: usize, available: u64, out: &mut Vec<Event>) {
@@ -469,13 +403,12 @@ impl OnnxStage {
                 },
             ));
         }
-        if let Some((picker, _)) = &mut self.beats {
+        if let Some(beats) = &mut self.beats {
             // one output per input sample: the new chunk's values are the last `n`, of which `available` are real
             if self.output.len() >= n {
                 let tail = &self.output[self.output.len() - n..];
-                picker.push(&tail[..available as usize], &mut self.beat_buf);
+                beats.push(&self.name, &tail[..available as usize], out);
             }
-            self.emit_beats(out);
         }
         if let Some(seg) = &mut self.vad {
             let prob = self.output.first().copied().unwrap_or(0.0);
@@ -538,9 +471,8 @@ impl Stage for OnnxStage {
             seg.finish(self.pushed, &mut self.vad_events);
             Self::emit_vad(&self.name, self.rate, &self.vad_events, out);
         }
-        if let Some((picker, _)) = &mut self.beats {
-            picker.finish(&mut self.beat_buf);
-            self.emit_beats(out);
+        if let Some(beats) = &mut self.beats {
+            beats.finish(&self.name, out);
         }
     }
 
@@ -549,9 +481,8 @@ impl Stage for OnnxStage {
         if let Some(seg) = &mut self.vad {
             seg.reset();
         }
-        if let Some((picker, hr)) = &mut self.beats {
-            picker.reset();
-            hr.reset();
+        if let Some(beats) = &mut self.beats {
+            beats.reset();
         }
         self.pending.clear();
         self.pushed = 0;

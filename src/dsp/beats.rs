@@ -6,6 +6,12 @@
 //! otherwise. The model reports a beat `delay` samples after the R peak, so beats are stamped `delay` earlier.
 //! [`pick_beats`] is the batch form (training/ecg/evaluate.py does the same in Python); [`BeatPicker`] the
 //! streaming form, which emits a beat as soon as no later run can replace it (at most `refractory` after the run).
+//! [`BeatEvents`] turns a stream of probabilities into `beat` / `alarm` events; the `onnx` stage's `beats` preset and
+//! the `cnn` stage's `events = "beats"` share it and its settings ([`BeatsSettings`]).
+
+use crate::config::Length;
+use crate::event::{Event, EventKind};
+use std::sync::Arc;
 
 /// Peak-picking parameters, in samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -201,6 +207,141 @@ impl HeartRate {
             }
         }
         BeatReport { rr_ms, bpm, alarms }
+    }
+}
+
+/// Everything a beat detector stage needs besides the model: peak picking and heart-rate alarms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BeatsSettings {
+    pub params: BeatParams,
+    pub brady_bpm: Option<f64>,
+    pub tachy_bpm: Option<f64>,
+    pub alarm_beats: usize,
+}
+
+/// The config keys of the beat settings, as a stage section gives them (all optional).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BeatsKeys {
+    /// Probability a beat must reach (default 0.5).
+    pub threshold: Option<f32>,
+    /// The model reports a beat this long after the R peak (default 36 samples, `models/ecg_beats.onnx`'s).
+    pub delay: Option<Length>,
+    /// No two beats closer than this (default 200 ms).
+    pub refractory: Option<Length>,
+    /// `bradycardia` alarm below this mean rate (bpm).
+    pub brady_bpm: Option<f64>,
+    /// `tachycardia` alarm above this mean rate (bpm).
+    pub tachy_bpm: Option<f64>,
+    /// RR intervals averaged for the alarms (default 8).
+    pub alarm_beats: Option<usize>,
+}
+
+impl BeatsKeys {
+    /// Validate at stage rate `rate`; an error names the offending key (kebab-case) and says what is wrong.
+    pub fn resolve(&self, rate: u32) -> std::result::Result<BeatsSettings, (&'static str, String)> {
+        let threshold = self.threshold.unwrap_or(0.5);
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return Err(("threshold", "threshold must be in (0, 1)".into()));
+        }
+        let refractory = self
+            .refractory
+            .unwrap_or(Length::Seconds(0.2))
+            .samples(rate);
+        if refractory == 0 {
+            return Err(("refractory", "refractory must be positive".into()));
+        }
+        for (key, v) in [("brady-bpm", self.brady_bpm), ("tachy-bpm", self.tachy_bpm)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err((key, "must be a positive number of beats per minute".into()));
+                }
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.brady_bpm, self.tachy_bpm) {
+            if lo >= hi {
+                return Err(("brady-bpm", "brady-bpm must be below tachy-bpm".into()));
+            }
+        }
+        if self.alarm_beats == Some(0) {
+            return Err(("alarm-beats", "alarm-beats must be at least 1".into()));
+        }
+        Ok(BeatsSettings {
+            params: BeatParams {
+                threshold,
+                refractory,
+                delay: self.delay.unwrap_or(Length::Samples(36)).samples(rate),
+            },
+            brady_bpm: self.brady_bpm,
+            tachy_bpm: self.tachy_bpm,
+            alarm_beats: self.alarm_beats.unwrap_or(8),
+        })
+    }
+}
+
+/// Per-sample R-peak probabilities in, `beat` events (with RR interval and heart rate) and `alarm` events out.
+#[derive(Debug, Clone)]
+pub struct BeatEvents {
+    picker: BeatPicker,
+    heart: HeartRate,
+    buf: Vec<Beat>,
+}
+
+impl BeatEvents {
+    pub fn new(settings: BeatsSettings, rate: u32) -> Self {
+        BeatEvents {
+            picker: BeatPicker::new(settings.params),
+            heart: HeartRate::new(
+                rate,
+                settings.alarm_beats,
+                settings.brady_bpm,
+                settings.tachy_bpm,
+            ),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next probabilities (one per sample, continuing the stream); appends the events that became final.
+    pub fn push(&mut self, name: &Arc<str>, probs: &[f32], out: &mut Vec<Event>) {
+        self.picker.push(probs, &mut self.buf);
+        self.emit(name, out);
+    }
+
+    /// End of stream: the pending beat.
+    pub fn finish(&mut self, name: &Arc<str>, out: &mut Vec<Event>) {
+        self.picker.finish(&mut self.buf);
+        self.emit(name, out);
+    }
+
+    pub fn reset(&mut self) {
+        self.picker.reset();
+        self.heart.reset();
+        self.buf.clear();
+    }
+
+    fn emit(&mut self, name: &Arc<str>, out: &mut Vec<Event>) {
+        for b in self.buf.drain(..) {
+            let report = self.heart.beat(b.sample);
+            out.push(Event::new(
+                name,
+                b.sample,
+                EventKind::Beat {
+                    probability: b.probability,
+                    rr_ms: report.rr_ms,
+                    bpm: report.bpm,
+                },
+            ));
+            for (alarm, active, value) in report.alarms {
+                out.push(Event::new(
+                    name,
+                    b.sample,
+                    EventKind::Alarm {
+                        name: alarm.to_string(),
+                        active,
+                        value,
+                    },
+                ));
+            }
+        }
     }
 }
 
