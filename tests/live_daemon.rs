@@ -225,37 +225,8 @@ format = "float32"
         ),
     )
     .expect("write config");
-    let mut child = Command::new(bin())
-        .args(["run", cfg.to_str().expect("utf8")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sigflow");
     // Capture starts 1–2 s late on this setup; 6 s of recording leaves ≥ 3 s of content.
-    std::thread::sleep(Duration::from_millis(6_500));
-    // SAFETY: kill(2) on our own, not yet reaped child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "sigflow did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = child
-        .stderr
-        .take()
-        .map(|mut e| {
-            let mut s = String::new();
-            let _ = std::io::Read::read_to_string(&mut e, &mut s);
-            s
-        })
-        .unwrap_or_default();
-    assert!(status.success(), "exit {status:?}: {stderr}");
+    run_for(&cfg, 6.5);
 
     let mut r = hound::WavReader::open(audio.path("heard.wav")).expect("valid WAV after SIGTERM");
     assert_eq!(r.spec().sample_rate, 16_000);
