@@ -9,6 +9,7 @@
 //! `n_out` output rows `y[t][o] = bias[o] + Σ_kk Σ_ci w[kk][ci][o] · x[t·s + kk·d][ci]`; `x` starts at the first
 //! input row output 0 reads (padding is the caller's business) and must hold `(n_out-1)·s + (k-1)·d + 1` rows.
 
+use super::conv_i8::{self, DenseI8Fn, DepthwiseI8Fn, Int8Weights};
 use super::isa::Isa;
 use std::sync::OnceLock;
 
@@ -72,6 +73,9 @@ pub struct ConvKernels {
     pub name: &'static str,
     pub dense: DenseFn,
     pub depthwise: DepthwiseFn,
+    /// The same convolutions with int8 weights ([`super::conv_i8`]).
+    pub dense_i8: DenseI8Fn,
+    pub depthwise_i8: DepthwiseI8Fn,
 }
 
 impl ConvKernels {
@@ -84,6 +88,8 @@ impl ConvKernels {
                     name: "avx512",
                     dense: x86::dense_avx512,
                     depthwise: x86::depthwise_avx512,
+                    dense_i8: conv_i8::x86::dense_i8_avx512,
+                    depthwise_i8: conv_i8::x86::depthwise_i8_avx512,
                 };
             }
             if isa.avx2_fma {
@@ -91,6 +97,8 @@ impl ConvKernels {
                     name: "avx2",
                     dense: x86::dense_avx2,
                     depthwise: x86::depthwise_avx2,
+                    dense_i8: conv_i8::x86::dense_i8_avx2,
+                    depthwise_i8: conv_i8::x86::depthwise_i8_avx2,
                 };
             }
         }
@@ -99,6 +107,8 @@ impl ConvKernels {
             name: "scalar",
             dense: dense_ref,
             depthwise: depthwise_ref,
+            dense_i8: conv_i8::dense_i8_ref,
+            depthwise_i8: conv_i8::depthwise_i8_ref,
         }
     }
 
@@ -165,6 +175,24 @@ pub fn dense_layer(kernels: &ConvKernels, x: &[f32], w: &[f32], bias: &[f32], y:
         dilation: 1,
     };
     (kernels.dense)(&sh, x, w, bias, y, 1);
+}
+
+/// [`dense_layer`] with int8 weights (`[n_in][n_out]` quantised per output).
+pub fn dense_layer_i8(
+    kernels: &ConvKernels,
+    x: &[f32],
+    w: &Int8Weights,
+    bias: &[f32],
+    y: &mut [f32],
+) {
+    let sh = ConvShape {
+        cin: x.len(),
+        cout: bias.len(),
+        k: 1,
+        stride: 1,
+        dilation: 1,
+    };
+    (kernels.dense_i8)(&sh, x, w, bias, y, 1);
 }
 
 #[cfg(target_arch = "x86_64")]

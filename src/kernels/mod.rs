@@ -3,6 +3,7 @@
 
 pub mod cnn_act;
 pub mod conv;
+pub mod conv_i8;
 pub mod isa;
 pub mod matmul;
 pub mod ops;
