@@ -2,7 +2,7 @@
 //! full-window vs ONNX Runtime per-hop time).
 
 use super::exec::nrmse;
-use super::{import, npy, Engine, Mode, Plan};
+use super::{import, int8, npy, Engine, Mode, Plan, WeightFormat};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +31,9 @@ pub struct InferArgs {
     /// Print the model's time map (per node: frames, stride, receptive field, context) to stderr.
     #[arg(long)]
     pub plan: bool,
+    /// Weights of convolutions and dense layers: f32 as in the file, or int8 per output channel.
+    #[arg(long, default_value = "f32")]
+    pub weights: WeightFormat,
 }
 
 impl clap::ValueEnum for Mode {
@@ -86,7 +89,9 @@ fn model_window(g: &super::Graph, window: Option<usize>, model: &Path) -> Result
 
 /// Run `sigflow infer`.
 pub fn infer(a: &InferArgs) -> Result<()> {
-    let g = Arc::new(import::load(&a.model)?);
+    let mut g = import::load(&a.model)?;
+    int8::apply(&mut g, a.weights);
+    let g = Arc::new(g);
     let (frames, t) = read_signal(&a.input, g.in_channels)?;
     let w = model_window(&g, a.window, &a.model)?;
     let h = a.hop.unwrap_or(w);
@@ -160,6 +165,10 @@ pub struct BenchCnnArgs {
     /// Skip the ONNX Runtime column (no ORT_DYLIB_PATH needed).
     #[arg(long)]
     pub no_ort: bool,
+    /// Weights of the native runs: f32, or int8 per output channel (then the f32 full-window run is timed too,
+    /// and the int8 output's NRMSE against f32 is reported).
+    #[arg(long, default_value = "f32")]
+    pub weights: WeightFormat,
 }
 
 /// One row of the benchmark.
@@ -178,6 +187,19 @@ pub struct BenchRow {
     pub efficiency: f64,
     pub full_vs_ort: Option<f64>,
     pub isa: &'static str,
+    /// `f32` or `int8`.
+    pub weights: &'static str,
+    /// Bytes of convolution and dense weights in this format.
+    pub weight_bytes: usize,
+    /// int8 only: the same with f32 weights, timed in the same rounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f32_full_us_per_hop: Option<f64>,
+    /// int8 only: f32 weight bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub f32_weight_bytes: Option<usize>,
+    /// int8 only: NRMSE of the int8 full-window output against the f32 one on the first window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8_nrmse: Option<f64>,
 }
 
 /// Time per call of each function, in µs. The functions are measured in interleaved rounds (so load from other
@@ -272,8 +294,15 @@ pub fn bench_rows(
     hops: Option<Vec<usize>>,
     seconds: f64,
     with_ort: bool,
+    weights: WeightFormat,
 ) -> Result<Vec<BenchRow>> {
     let g = Arc::new(import::load(model)?);
+    let gq = {
+        let mut q = (*g).clone();
+        int8::apply(&mut q, weights);
+        Arc::new(q)
+    };
+    let quantized = weights == WeightFormat::Int8;
     let w = model_window(&g, window, model)?;
     let (_, stride) = Plan::time_map(&g, w).map_err(|e| Error::file(model, e))?;
     let hops = hops.unwrap_or_else(|| {
@@ -325,12 +354,21 @@ pub fn bench_rows(
         }
         ort_x = Some(x);
     }
+    let int8_nrmse = if quantized {
+        let plan = Plan::new(&g, w, stride).map_err(|e| Error::file(model, e))?;
+        let want = Engine::new(g.clone(), plan.clone(), Mode::Full).run_window(&signal[..w * c]);
+        let got = Engine::new(gq.clone(), plan, Mode::Full).run_window(&signal[..w * c]);
+        Some(nrmse(&got, &want))
+    } else {
+        None
+    };
     let mut rows = vec![];
     for h in hops {
         let plan = Plan::new(&g, w, h).map_err(|e| Error::file(model, e))?;
-        let mut stream = hop_runner(&g, &plan, Mode::Exact, &signal);
-        let mut approx = hop_runner(&g, &plan, Mode::Approximate, &signal);
-        let mut full = hop_runner(&g, &plan, Mode::Full, &signal);
+        let mut stream = hop_runner(&gq, &plan, Mode::Exact, &signal);
+        let mut approx = hop_runner(&gq, &plan, Mode::Approximate, &signal);
+        let mut full = hop_runner(&gq, &plan, Mode::Full, &signal);
+        let mut full_f32 = hop_runner(&g, &plan, Mode::Full, &signal);
         let mut ort_err = None;
         let mut ort_run = || {
             if let (Some(m), Some(x)) = (ort_model.as_mut(), ort_x.as_ref()) {
@@ -339,19 +377,21 @@ pub fn bench_rows(
                 }
             }
         };
-        let t = if with_ort {
-            time_interleaved(
-                seconds,
-                &mut [&mut stream, &mut approx, &mut full, &mut ort_run],
-            )
-        } else {
-            time_interleaved(seconds, &mut [&mut stream, &mut approx, &mut full])
-        };
+        let mut fns: Vec<&mut dyn FnMut()> = vec![&mut stream, &mut approx, &mut full];
+        if quantized {
+            fns.push(&mut full_f32);
+        }
+        if with_ort {
+            fns.push(&mut ort_run);
+        }
+        let t = time_interleaved(seconds, &mut fns);
+        drop(fns);
         if let Some(e) = ort_err {
             return Err(e);
         }
         let (stream, approx, full) = (t[0], t[1], t[2]);
-        let ort_us = t.get(3).copied();
+        let f32_full = quantized.then(|| t[3]);
+        let ort_us = with_ort.then(|| t[t.len() - 1]);
         let theoretical = w as f64 / h as f64;
         rows.push(BenchRow {
             model: model
@@ -370,6 +410,11 @@ pub fn bench_rows(
             efficiency: full / stream / theoretical,
             full_vs_ort: ort_us.map(|o| o / full),
             isa: super::super::kernels::conv::ConvKernels::get().name,
+            weights: if quantized { "int8" } else { "f32" },
+            weight_bytes: int8::weight_bytes(&gq),
+            f32_full_us_per_hop: f32_full,
+            f32_weight_bytes: quantized.then(|| int8::weight_bytes(&g)),
+            int8_nrmse,
         });
     }
     Ok(rows)
@@ -383,6 +428,7 @@ pub fn bench(a: &BenchCnnArgs) -> Result<()> {
         a.hop.map(|h| vec![h]),
         a.seconds,
         !a.no_ort,
+        a.weights,
     )?;
     if a.json {
         for r in &rows {
@@ -429,5 +475,15 @@ pub fn bench(a: &BenchCnnArgs) -> Result<()> {
         "(single thread, kernels: {})",
         rows.first().map(|r| r.isa).unwrap_or("-")
     );
+    for r in rows.iter().filter(|r| r.weights == "int8") {
+        println!(
+            "int8 weights, hop {}: {} bytes ({:.2} of f32), full window {:.2}× the f32 time, NRMSE vs f32 {:.2e}",
+            r.hop,
+            r.weight_bytes,
+            r.weight_bytes as f64 / r.f32_weight_bytes.unwrap_or(1).max(1) as f64,
+            r.full_us_per_hop / r.f32_full_us_per_hop.unwrap_or(f64::NAN),
+            r.int8_nrmse.unwrap_or(f64::NAN),
+        );
+    }
     Ok(())
 }

@@ -10,7 +10,7 @@
 
 use super::ir::*;
 use super::plan::Plan;
-use crate::kernels::conv::{dense_layer, ConvKernels, ConvShape};
+use crate::kernels::conv::{dense_layer, dense_layer_i8, ConvKernels, ConvShape};
 use std::sync::Arc;
 
 /// How windows after the first are computed.
@@ -476,9 +476,15 @@ impl Engine {
                     }
                 }
             }
-            (Buf::Vector(y), Op::Dense { weight, bias, .. }) => {
-                dense_layer(&self.kernels, vector(node.inputs[0]), weight, bias, y);
-            }
+            (
+                Buf::Vector(y),
+                Op::Dense {
+                    weight, bias, int8, ..
+                },
+            ) => match int8 {
+                Some(q) => dense_layer_i8(&self.kernels, vector(node.inputs[0]), q, bias, y),
+                None => dense_layer(&self.kernels, vector(node.inputs[0]), weight, bias, y),
+            },
             (Buf::Vector(y), Op::Unary(u)) => unary_slice(*u, vector(node.inputs[0]), y),
             (Buf::Vector(y), Op::PRelu(slope)) => {
                 for (idx, (o, &v)) in y.iter_mut().zip(vector(node.inputs[0])).enumerate() {
@@ -595,10 +601,11 @@ fn conv_range(
     let run = |xs: &[f32], y: &mut TimeBuf, a: usize, b: usize| {
         if b > a {
             let out = y.rows_mut(a, b);
-            if conv.depthwise {
-                (k.depthwise)(&sh, xs, &conv.weight, &conv.bias, out, b - a);
-            } else {
-                (k.dense)(&sh, xs, &conv.weight, &conv.bias, out, b - a);
+            match (&conv.int8, conv.depthwise) {
+                (Some(q), true) => (k.depthwise_i8)(&sh, xs, q, &conv.bias, out, b - a),
+                (Some(q), false) => (k.dense_i8)(&sh, xs, q, &conv.bias, out, b - a),
+                (None, true) => (k.depthwise)(&sh, xs, &conv.weight, &conv.bias, out, b - a),
+                (None, false) => (k.dense)(&sh, xs, &conv.weight, &conv.bias, out, b - a),
             }
             if let Some(u) = conv.act {
                 unary_in_place(u, out);

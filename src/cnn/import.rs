@@ -1094,6 +1094,7 @@ impl Importer {
             bias,
             depthwise,
             act: None,
+            int8: None,
         };
         let id = self.push(cx, Op::Conv(conv), vec![xid], Kind::Time { channels: cout });
         Ok(vec![Val::Time {
@@ -1726,6 +1727,7 @@ impl Importer {
                 n_out: n,
                 weight,
                 bias,
+                int8: None,
             },
             vec![id],
             Kind::Vector { len: Some(n) },

@@ -4,6 +4,8 @@
 //! *vector* (the time axis has collapsed: global pooling, flatten). Nodes are in topological order; node 0 is the
 //! input. Weights are stored in the layout the kernels want (see [`crate::kernels::conv`]).
 
+pub use crate::kernels::conv_i8::Int8Weights;
+
 /// Index of a node in [`Graph::nodes`].
 pub type NodeId = usize;
 
@@ -177,6 +179,8 @@ pub struct Conv {
     pub depthwise: bool,
     /// An elementwise activation applied to the output rows as they are computed (fused at import).
     pub act: Option<Unary>,
+    /// int8 weights (per output channel) used instead of `weight` when present ([`super::int8`]).
+    pub int8: Option<Int8Weights>,
 }
 
 /// Max or average pooling over time.
@@ -245,6 +249,8 @@ pub enum Op {
         n_out: usize,
         weight: Vec<f32>,
         bias: Vec<f32>,
+        /// int8 weights (per output) used instead of `weight` when present.
+        int8: Option<Int8Weights>,
     },
 }
 

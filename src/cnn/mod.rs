@@ -7,12 +7,14 @@
 
 pub mod exec;
 pub mod import;
+pub mod int8;
 pub mod ir;
 pub mod npy;
 pub mod onnx_proto;
 pub mod plan;
 
 pub use exec::{Engine, Mode};
+pub use int8::WeightFormat;
 pub use ir::Graph;
 pub use plan::Plan;
 pub mod cli;

@@ -4,7 +4,7 @@
 //! `events = "beats"` a per-sample probability output (e.g. `models/ecg_beats.onnx`) becomes `beat` events with RR
 //! interval and heart rate plus brady-/tachycardia `alarm` events (src/dsp/beats.rs, shared with the `onnx` stage).
 
-use super::{import, Engine, Graph, Mode, Plan};
+use super::{import, int8, Engine, Graph, Mode, Plan, WeightFormat};
 use crate::config::{ConfigFile, Key, Length};
 use crate::dsp::beats::{BeatEvents, BeatsKeys, BeatsSettings};
 use crate::dsp::logmel::{LogMel, LogMelConfig};
@@ -56,6 +56,9 @@ pub struct CnnStageConfig {
     /// `exact` (default): equal to running every window whole; `approximate`: no edge recomputation; `full`.
     #[serde(default = "default_mode")]
     pub mode: Mode,
+    /// `f32` (default) or `int8`: weights quantised per output channel at load time (activations stay f32).
+    #[serde(default)]
+    pub weights: WeightFormat,
     /// `raw` (default) or `log-mel`.
     #[serde(default)]
     pub front_end: FrontEnd,
@@ -137,7 +140,9 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
             format!("model file {} does not exist", path.display()),
         ));
     }
-    let graph = Arc::new(import::load(&path).map_err(|e| cf.error_at(&at("model"), e))?);
+    let mut graph = import::load(&path).map_err(|e| cf.error_at(&at("model"), e))?;
+    int8::apply(&mut graph, cfg.weights);
+    let graph = Arc::new(graph);
     let window_samples = cfg.window.samples(rate);
     let hop_samples = cfg.hop.samples(rate);
     if hop_samples == 0 {
