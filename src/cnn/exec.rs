@@ -102,6 +102,69 @@ pub struct Engine {
     pending: Vec<f32>,
     scratch: Vec<f32>,
     windows: u64,
+    /// Per node: partial reductions of a global pooling node, reused across hops (streaming modes).
+    pools: Vec<Option<PoolBlocks>>,
+    /// The last window's output in ONNX layout (reused between windows).
+    out: Vec<f32>,
+}
+
+/// Partial reductions of a global pooling node over blocks of `block` input frames (a divisor of the input's
+/// hop), in window order starting at block `head` of a ring. A hop shifts the window by whole blocks, so blocks
+/// whose frames did not change are reused and only the others (new frames, padding-dependent edges, the tail
+/// after the last whole block) are reduced again. Max is exact; the mean sums f64 partial sums.
+#[derive(Debug, Clone)]
+struct PoolBlocks {
+    block: usize,
+    blocks: usize,
+    head: usize,
+    valid: bool,
+    /// `blocks × channels` partial results (sums or maxima).
+    vals: Vec<f64>,
+}
+
+impl PoolBlocks {
+    fn new(len: usize, hop: usize, channels: usize) -> Self {
+        // Blocks of about √(len/2) frames balance reducing changed blocks against combining all of them.
+        let target = ((len as f64 / 2.0).sqrt().ceil() as usize).max(1);
+        let block = (1..=hop.max(1))
+            .filter(|d| hop % d == 0 && *d <= target)
+            .max()
+            .unwrap_or(1);
+        let blocks = len / block;
+        PoolBlocks {
+            block,
+            blocks,
+            head: 0,
+            valid: false,
+            vals: vec![0.0; blocks * channels],
+        }
+    }
+}
+
+/// Reduce frames `rows` (time-major, `c` channels) into `acc` (`c` values).
+fn reduce_rows(r: Reduce, rows: &[f32], c: usize, acc: &mut [f64]) {
+    match r {
+        Reduce::Mean => {
+            acc.fill(0.0);
+            for row in rows.chunks_exact(c) {
+                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+            }
+        }
+        Reduce::Max => {
+            let mut m = [f32::NEG_INFINITY; 64];
+            for (ch0, a) in (0..c).step_by(64).zip(acc.chunks_mut(64)) {
+                let w = a.len();
+                let m = &mut m[..w];
+                m.fill(f32::NEG_INFINITY);
+                for row in rows.chunks_exact(c) {
+                    m.iter_mut()
+                        .zip(&row[ch0..ch0 + w])
+                        .for_each(|(m, &v)| *m = m.max(v));
+                }
+                a.iter_mut().zip(m.iter()).for_each(|(a, &m)| *a = m as f64);
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -138,7 +201,30 @@ impl Engine {
             pending: vec![],
             scratch: vec![],
             windows: 0,
+            pools: vec![None; 0],
+            out: vec![],
         }
+        .with_pool_blocks()
+    }
+
+    fn with_pool_blocks(mut self) -> Self {
+        self.pools = (0..self.graph.nodes.len())
+            .map(|i| {
+                let n = &self.graph.nodes[i];
+                match (&n.op, self.plan.live[i], self.mode) {
+                    (Op::GlobalPool(_), true, Mode::Exact | Mode::Approximate) => {
+                        let x = self.plan.nodes[n.inputs[0]];
+                        let c = match self.graph.nodes[n.inputs[0]].kind {
+                            Kind::Time { channels } => channels,
+                            Kind::Vector { .. } => 0,
+                        };
+                        (c > 0).then(|| PoolBlocks::new(x.len, x.hop, c))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        self
     }
 
     pub fn graph(&self) -> &Arc<Graph> {
@@ -179,11 +265,19 @@ impl Engine {
         self.started = false;
         self.pending.clear();
         self.windows = 0;
+        for p in self.pools.iter_mut().flatten() {
+            p.valid = false;
+        }
     }
 
     /// Feed input frames (time-major: `frames × in_channels` values) and append the output of every window they
     /// complete. The first window needs `window` frames, each later one `hop` more.
     pub fn push(&mut self, frames: &[f32], out: &mut Vec<Vec<f32>>) {
+        self.push_each(frames, |y| out.push(y.to_vec()));
+    }
+
+    /// As [`Engine::push`], handing each window's output (ONNX layout) to `f` from a buffer the engine reuses.
+    pub fn push_each(&mut self, frames: &[f32], mut f: impl FnMut(&[f32])) {
         let c = self.graph.in_channels;
         self.pending.extend_from_slice(frames);
         let (w, h) = (self.plan.window, self.plan.hop);
@@ -201,6 +295,9 @@ impl Engine {
                 b.rows_mut(0, w)
                     .copy_from_slice(&self.pending[used..used + w * c]);
                 used += w * c;
+                for p in self.pools.iter_mut().flatten() {
+                    p.valid = false;
+                }
                 self.compute_all();
                 self.started = true;
             } else {
@@ -220,7 +317,10 @@ impl Engine {
                 }
             }
             self.windows += 1;
-            out.push(self.output());
+            let mut o = std::mem::take(&mut self.out);
+            self.output_into(&mut o);
+            f(&o);
+            self.out = o;
         }
         self.pending.drain(..used);
     }
@@ -236,20 +336,22 @@ impl Engine {
 
     /// The output of the current window in ONNX layout.
     pub fn output(&self) -> Vec<f32> {
+        let mut o = vec![];
+        self.output_into(&mut o);
+        o
+    }
+
+    /// The output of the current window in ONNX layout, into `o` (resized).
+    fn output_into(&self, o: &mut Vec<f32>) {
+        o.clear();
         match &self.bufs[self.graph.output] {
             Buf::Time(b) => {
                 let (c, l) = (b.channels, b.len);
-                let w = b.window();
-                let mut o = vec![0.0; c * l];
-                for (ch, orow) in o.chunks_exact_mut(l.max(1)).enumerate() {
-                    for (v, &x) in orow.iter_mut().zip(w[ch..].iter().step_by(c)) {
-                        *v = x;
-                    }
-                }
-                o
+                o.resize(c * l, 0.0);
+                transpose_frames(b.window(), c, l, o);
             }
-            Buf::Vector(v) => v.clone(),
-            Buf::Dead => vec![],
+            Buf::Vector(v) => o.extend_from_slice(v),
+            Buf::Dead => {}
         }
     }
 
@@ -282,6 +384,10 @@ impl Engine {
                 continue;
             }
             let p = self.plan.nodes[i];
+            if self.pools[i].is_some() {
+                self.global_pool_hop(i);
+                continue;
+            }
             if p.is_vector() || p.left >= p.len {
                 self.compute(i, 0, p.len);
                 continue;
@@ -300,6 +406,93 @@ impl Engine {
                 self.compute(i, r0, p.len);
             }
         }
+    }
+
+    /// Frames of node `i` this hop computed: `[0, a)` and `[b, len)`, the others kept their (shifted) values.
+    fn changed_frames(&self, i: usize) -> (usize, usize) {
+        let p = self.plan.nodes[i];
+        if p.left >= p.len {
+            return (0, 0);
+        }
+        if self.mode == Mode::Approximate {
+            return (0, p.len.saturating_sub(p.hop));
+        }
+        let r0 = p.len.saturating_sub(p.right + p.hop);
+        if p.left >= r0 {
+            (0, 0)
+        } else {
+            (p.left, r0)
+        }
+    }
+
+    /// A global pooling node in a streaming hop: reuse the partial reductions of unchanged blocks.
+    fn global_pool_hop(&mut self, i: usize) {
+        let node = &self.graph.nodes[i];
+        let Op::GlobalPool(r) = node.op else {
+            unreachable!("pool blocks belong to global pooling nodes")
+        };
+        let xid = node.inputs[0];
+        let xp = self.plan.nodes[xid];
+        let (a, b) = self.changed_frames(xid);
+        let Buf::Vector(mut y) = std::mem::replace(&mut self.bufs[i], Buf::Dead) else {
+            unreachable!("a global pool makes a vector")
+        };
+        let (Some(pb), Buf::Time(x)) = (self.pools[i].as_mut(), &self.bufs[xid]) else {
+            unreachable!("a global pool reads a time tensor")
+        };
+        let (c, l, bs, nb) = (x.channels, x.len, pb.block, pb.blocks);
+        let m = xp.hop / bs;
+        let reuse = pb.valid && m < nb;
+        if reuse {
+            pb.head = (pb.head + m) % nb;
+        } else {
+            pb.head = 0;
+        }
+        let w = x.window();
+        for j in 0..nb {
+            let (f0, f1) = (j * bs, (j + 1) * bs);
+            if reuse && j + m < nb && f0 >= a && f1 <= b {
+                continue;
+            }
+            let slot = (pb.head + j) % nb;
+            reduce_rows(
+                r,
+                &w[f0 * c..f1 * c],
+                c,
+                &mut pb.vals[slot * c..(slot + 1) * c],
+            );
+        }
+        pb.valid = true;
+        let mut tail = vec![0.0f64; c];
+        reduce_rows(r, &w[nb * bs * c..l * c], c, &mut tail);
+        match r {
+            Reduce::Mean => {
+                let mut acc = tail;
+                if nb * bs == l {
+                    acc.fill(0.0);
+                }
+                for blk in pb.vals.chunks_exact(c) {
+                    acc.iter_mut().zip(blk).for_each(|(s, &v)| *s += v);
+                }
+                for (o, s) in y.iter_mut().zip(&acc) {
+                    *o = (s / l as f64) as f32;
+                }
+            }
+            Reduce::Max => {
+                let mut acc = if nb * bs == l {
+                    vec![f64::NEG_INFINITY; c]
+                } else {
+                    tail
+                };
+                for blk in pb.vals.chunks_exact(c) {
+                    acc.iter_mut().zip(blk).for_each(|(s, &v)| *s = s.max(v));
+                }
+                for (o, s) in y.iter_mut().zip(&acc) {
+                    *o = *s as f32;
+                }
+            }
+        }
+        self.bufs[i] = Buf::Vector(y);
     }
 
     /// Compute frames `j0..j1` of node `i` (all of it for vectors) from its inputs' current windows.
@@ -549,11 +742,38 @@ fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
 
 /// An elementwise function applied in place, through a small buffer so the slice kernels can run.
 fn unary_in_place(u: Unary, y: &mut [f32]) {
+    match u {
+        Unary::Relu => return y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Unary::Identity => return,
+        Unary::Clip(lo, hi) => return y.iter_mut().for_each(|v| *v = v.max(lo).min(hi)),
+        Unary::LeakyRelu(a) => {
+            return y
+                .iter_mut()
+                .for_each(|v| *v = if *v >= 0.0 { *v } else { a * *v })
+        }
+        _ => {}
+    }
     let mut buf = [0.0f32; 256];
     for chunk in y.chunks_mut(256) {
         let b = &mut buf[..chunk.len()];
         b.copy_from_slice(chunk);
         unary_slice(u, b, chunk);
+    }
+}
+
+/// Time-major `l × c` frames → channel-major `c × l`, in tiles of frames so reads and writes both stream.
+fn transpose_frames(w: &[f32], c: usize, l: usize, o: &mut [f32]) {
+    const TILE: usize = 64;
+    let mut t0 = 0;
+    while t0 < l {
+        let t1 = (t0 + TILE).min(l);
+        for ch in 0..c {
+            let orow = &mut o[ch * l + t0..ch * l + t1];
+            for (v, t) in orow.iter_mut().zip(t0..t1) {
+                *v = w[t * c + ch];
+            }
+        }
+        t0 = t1;
     }
 }
 
