@@ -233,22 +233,49 @@ mod x86 {
         y: *mut f32,
         n: usize,
     ) {
+        // 24, 40, 56 … columns: the first 24 in one pass of three registers (4-row tiles), so no 8-column pass
+        // re-reads the input.
+        let split = if sh.cout >= 24 && sh.cout % 16 == 8 {
+            24
+        } else {
+            0
+        };
         let mut t = 0;
+        if split > 0 {
+            while t + 4 <= n {
+                // SAFETY: rows t..t+4 are below n; columns 0..24 are below cout.
+                unsafe { rows24_avx2::<4>(sh, x, w, b, y, t) };
+                t += 4;
+            }
+            while t < n {
+                // SAFETY: row t is below n.
+                unsafe { rows24_avx2::<1>(sh, x, w, b, y, t) };
+                t += 1;
+            }
+            t = 0;
+        }
         while t + 6 <= n {
             // SAFETY: rows t..t+6 are below n (caller's bounds).
-            unsafe { rows_avx2::<6>(sh, x, w, b, y, t) };
+            unsafe { rows_avx2::<6>(sh, x, w, b, y, t, split) };
             t += 6;
         }
         while t < n {
             // SAFETY: row t is below n.
-            unsafe { rows_avx2::<1>(sh, x, w, b, y, t) };
+            unsafe { rows_avx2::<1>(sh, x, w, b, y, t, split) };
             t += 1;
         }
     }
 
-    /// Output rows `t0..t0+R`, all columns.
+    /// Lane mask of the first `n` (≤ 8) of 8 lanes, for `maskload` / `maskstore`.
+    #[target_feature(enable = "avx2")]
+    fn lanes8(n: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.min(8) as i32), idx)
+    }
+
+    /// Output rows `t0..t0+R`, columns 0..24 in three registers.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn rows_avx2<const R: usize>(
+    unsafe fn rows24_avx2<const R: usize>(
         sh: &ConvShape,
         x: *const f32,
         w: *const f32,
@@ -257,7 +284,50 @@ mod x86 {
         t0: usize,
     ) {
         let (cin, cout, k, s, d) = (sh.cin, sh.cout, sh.k, sh.stride, sh.dilation);
-        let mut o = 0;
+        // SAFETY: (whole block) cout ≥ 24, so columns 0..24 of every weight, bias and output row exist; input
+        // rows stay below rows_needed(n), output rows below n (caller's bounds).
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 3]; R];
+            for a in acc.iter_mut() {
+                for (j, v) in a.iter_mut().enumerate() {
+                    *v = _mm256_loadu_ps(b.add(8 * j));
+                }
+            }
+            for kk in 0..k {
+                for ci in 0..cin {
+                    let wp = w.add((kk * cin + ci) * cout);
+                    let w0 = _mm256_loadu_ps(wp);
+                    let w1 = _mm256_loadu_ps(wp.add(8));
+                    let w2 = _mm256_loadu_ps(wp.add(16));
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let xv = _mm256_broadcast_ss(&*x.add(((t0 + r) * s + kk * d) * cin + ci));
+                        a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
+                        a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
+                        a[2] = _mm256_fmadd_ps(xv, w2, a[2]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                for (j, v) in a.iter().enumerate() {
+                    _mm256_storeu_ps(y.add((t0 + r) * cout + 8 * j), *v);
+                }
+            }
+        }
+    }
+
+    /// Output rows `t0..t0+R`, columns `o0..cout`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2<const R: usize>(
+        sh: &ConvShape,
+        x: *const f32,
+        w: *const f32,
+        b: *const f32,
+        y: *mut f32,
+        t0: usize,
+        o0: usize,
+    ) {
+        let (cin, cout, k, s, d) = (sh.cin, sh.cout, sh.k, sh.stride, sh.dilation);
+        let mut o = o0;
         // SAFETY: (whole block) every pointer offset stays inside the slices checked by the caller: weights
         // `(kk*cin+ci)*cout + o + 16 <= k*cin*cout`, input rows `(t*s + kk*d) < rows_needed(n)`, output rows < n.
         unsafe {
@@ -303,18 +373,23 @@ mod x86 {
                 }
                 o += 8;
             }
-            while o < cout {
-                for r in 0..R {
-                    let mut acc = *b.add(o);
-                    for kk in 0..k {
-                        let xr = x.add(((t0 + r) * s + kk * d) * cin);
-                        for ci in 0..cin {
-                            acc = (*w.add((kk * cin + ci) * cout + o)).mul_add(*xr.add(ci), acc);
+            // The last 1–7 columns in one masked pass (masked-off lanes are neither read nor written).
+            if o < cout {
+                let m = lanes8(cout - o);
+                let mut acc = [_mm256_maskload_ps(b.add(o), m); R];
+                for kk in 0..k {
+                    for ci in 0..cin {
+                        let w0 = _mm256_maskload_ps(w.add((kk * cin + ci) * cout + o), m);
+                        for (r, a) in acc.iter_mut().enumerate() {
+                            let xv =
+                                _mm256_broadcast_ss(&*x.add(((t0 + r) * s + kk * d) * cin + ci));
+                            *a = _mm256_fmadd_ps(xv, w0, *a);
                         }
                     }
-                    *y.add((t0 + r) * cout + o) = acc;
                 }
-                o += 1;
+                for (r, a) in acc.iter().enumerate() {
+                    _mm256_maskstore_ps(y.add((t0 + r) * cout + o), m, *a);
+                }
             }
         }
     }
