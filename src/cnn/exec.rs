@@ -127,7 +127,7 @@ impl PoolBlocks {
         // Blocks of about √(len/2) frames balance reducing changed blocks against combining all of them.
         let target = ((len as f64 / 2.0).sqrt().ceil() as usize).max(1);
         let block = (1..=hop.max(1))
-            .filter(|d| hop % d == 0 && *d <= target)
+            .filter(|d| hop.is_multiple_of(*d) && *d <= target)
             .max()
             .unwrap_or(1);
         let blocks = len / block;

@@ -96,7 +96,10 @@ fn check(
     );
     assert_eq!((w.rows, w.cols), (rows, sh.cout), "int8 conv weights");
     assert_eq!(w.q.len(), w.rows * w.cpad, "int8 conv weights");
-    assert!(w.cpad % COL_PAD == 0 && w.cpad >= w.cols, "int8 padding");
+    assert!(
+        w.cpad.is_multiple_of(COL_PAD) && w.cpad >= w.cols,
+        "int8 padding"
+    );
     assert_eq!(bias.len(), sh.cout, "conv bias");
     assert!(y.len() >= n * sh.cout, "conv output too short");
 }
