@@ -1,6 +1,7 @@
 //! Matrix-vector and matrix-matrix products `y = x · Wᵀ` for weights in f32, bf16, q8 and q4.
 //!
-//! `x` is `n × cols` (one row per token), `W` is `rows × cols`, `y` is `n × rows`. The unit of work is a *tile*: one
+//! `x` is `n × cols` (one row per token), `W` is `rows × cols`, `y` is `n × rows`. q8 / q4 weights go to the integer
+//! lane-tile kernels of [`super::qmatmul`]. For f32 / bf16 the unit of work is a *tile*: one
 //! weight row against up to [`NT`] tokens, so each weight row is loaded (and for q4 unpacked) once per group of
 //! tokens — the matrix-matrix path of prefill; decode is the same with `n = 1`. Rows are split across the
 //! [`ThreadPool`]. Each tile has a scalar reference ([`Path::Scalar`]) and AVX2+FMA / AVX-512 (+VNNI for the
@@ -8,7 +9,8 @@
 
 use super::isa::Isa;
 use super::pool::ThreadPool;
-use super::quant::{bf16_bits_to_f32, QuantActs, WeightData, Weights, CHUNK, QK};
+use super::qmatmul::matmul_quant;
+use super::quant::{bf16_bits_to_f32, QuantActs, WeightData, Weights, CHUNK};
 
 /// Tokens per tile.
 pub const NT: usize = 4;
@@ -134,6 +136,9 @@ pub fn matmul_input(
     pool: &ThreadPool,
 ) {
     assert_eq!(y.len(), n * w.rows, "matmul output shape");
+    if let Input::Quant(a) = inp {
+        return matmul_quant(path, w, a, n, y, pool);
+    }
     let rows = w.rows;
     let threads = pool.threads();
     // Several tasks per thread so a thread slowed by other load does not hold the others back.
@@ -203,30 +208,6 @@ pub mod scalar {
                 (WeightData::Bf16(v), Input::F32 { x, .. }) => (0..c)
                     .map(|j| bf16_bits_to_f32(v[w.voff(r, j)]) * x[t * c + j])
                     .sum(),
-                (WeightData::Q8 { qs, d }, Input::Quant(a)) => {
-                    let nb = c / QK;
-                    let mut s = 0f32;
-                    for b in 0..nb {
-                        let xq = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
-                        let dot: i32 = (0..QK)
-                            .map(|e| qs[w.voff(r, b * QK + e)] as i32 * xq[e] as i32)
-                            .sum();
-                        s += d[w.doff(r, b)] * a.d[t * nb + b] * dot as f32;
-                    }
-                    s
-                }
-                (WeightData::Q4 { qs, d }, Input::Quant(a)) => {
-                    let nb = c / QK;
-                    let mut s = 0f32;
-                    for b in 0..nb {
-                        let xq = &a.qs[(t * nb + b) * QK..(t * nb + b + 1) * QK];
-                        let dot: i32 = (0..QK)
-                            .map(|e| Weights::q4_at(qs, w, r, b * QK + e) * xq[e] as i32)
-                            .sum();
-                        s += d[w.doff(r, b)] * a.d[t * nb + b] * dot as f32;
-                    }
-                    s
-                }
                 _ => panic!("weight format and input kind do not match"),
             };
         }
@@ -301,69 +282,6 @@ mod avx2 {
                     }
                 }
             }
-            (WeightData::Q8 { qs, d }, Input::Quant(a)) => {
-                let nb = c / QK;
-                let ones = _mm256_set1_epi16(1);
-                for b in 0..nb {
-                    // SAFETY: the 32 values of block b of row r are contiguous at `voff(r, 32b)`.
-                    let wv = unsafe {
-                        _mm256_loadu_si256(qs.as_ptr().add(w.voff(r, b * QK)) as *const __m256i)
-                    };
-                    let aw = _mm256_abs_epi8(wv);
-                    let dw = d[w.doff(r, b)];
-                    for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
-                        let blk = (t0 + i) * nb + b;
-                        // SAFETY: block `blk` of the quantised input is inside `a.qs`.
-                        let xv = unsafe {
-                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
-                        };
-                        let sx = _mm256_sign_epi8(xv, wv);
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                        let f = _mm256_cvtepi32_ps(p);
-                        *acc_i = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d[blk]), f, *acc_i);
-                    }
-                }
-            }
-            (WeightData::Q4 { qs, d }, Input::Quant(a)) => {
-                let nb = c / QK;
-                let ones = _mm256_set1_epi16(1);
-                let low = _mm_set1_epi8(15);
-                let low32 = _mm256_set1_epi8(15);
-                let full = c / CHUNK;
-                for b in 0..nb {
-                    let at = w.vstart(r) + (b / 2) * w.vstep();
-                    let u = if b / 2 < full {
-                        // SAFETY: the 32 bytes of chunk b/2 of row r start at `at` inside `qs`; block b is their
-                        // low (even b) or high (odd b) nibbles.
-                        let v =
-                            unsafe { _mm256_loadu_si256(qs.as_ptr().add(at) as *const __m256i) };
-                        if b % 2 == 0 {
-                            _mm256_and_si256(v, low32)
-                        } else {
-                            _mm256_and_si256(_mm256_srli_epi16(v, 4), low32)
-                        }
-                    } else {
-                        // SAFETY: the trailing half chunk (16 bytes: values k and k + 16) starts at `at`.
-                        let v = unsafe { _mm_loadu_si128(qs.as_ptr().add(at) as *const __m128i) };
-                        let lo = _mm_and_si128(v, low);
-                        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), low);
-                        _mm256_set_m128i(hi, lo)
-                    };
-                    let dw = d[w.doff(r, b)];
-                    for (i, acc_i) in acc.iter_mut().enumerate().take(nt) {
-                        let blk = (t0 + i) * nb + b;
-                        // SAFETY: block `blk` of the quantised input is inside `a.qs`.
-                        let xv = unsafe {
-                            _mm256_loadu_si256(a.qs.as_ptr().add(blk * QK) as *const __m256i)
-                        };
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, xv), ones);
-                        // Codes are offset by 8: subtract 8·sum(x) spread over the 8 lanes (sum per lane).
-                        let f =
-                            _mm256_sub_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.sum[blk] as f32));
-                        *acc_i = _mm256_fmadd_ps(_mm256_set1_ps(dw * a.d[blk]), f, *acc_i);
-                    }
-                }
-            }
             _ => panic!("weight format and input kind do not match"),
         }
         for i in 0..nt {
@@ -431,9 +349,8 @@ mod avx512 {
     ) {
         let c = w.cols;
         let nch = c / CHUNK;
-        let (vstep, dstep) = (w.vstep(), w.dstep());
+        let vstep = w.vstep();
         let vs: [usize; MR] = std::array::from_fn(|m| w.vstart(r0 + m));
-        let ds: [usize; MR] = std::array::from_fn(|m| w.dstart(r0 + m));
         let mut acc = [[_mm512_setzero_ps(); N]; MR];
         let mut tail = [[0f32; N]; MR];
         match (&w.data, inp) {
@@ -509,132 +426,11 @@ mod avx512 {
                     }
                 }
             }
-            (WeightData::Q8 { qs, d }, Input::Quant(a)) => {
-                let nb = c / QK;
-                let flip = _mm512_set1_epi8(-128);
-                let off = _mm512_set1_ps(128.0);
-                let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-                for p in 0..nch {
-                    let mut u = [_mm512_setzero_si512(); MR];
-                    let mut dwl = [_mm512_setzero_ps(); MR];
-                    for m in 0..MR {
-                        let at = vs[m] + p * vstep;
-                        // SAFETY: chunk p of row r0 + m (64 bytes) and its 2 scales are inside `qs` and `d`.
-                        let (wv, d2) = unsafe {
-                            (
-                                _mm512_loadu_si512(qs.as_ptr().add(at) as *const __m512i),
-                                _mm_castpd_ps(_mm_load_sd(
-                                    d.as_ptr().add(ds[m] + p * dstep) as *const f64
-                                )),
-                            )
-                        };
-                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES) as *const u8);
-                        // Signed codes + 128 = unsigned codes (xor of the sign bit), corrected by 128·sum(x).
-                        u[m] = _mm512_xor_si512(wv, flip);
-                        dwl[m] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
-                    }
-                    // SAFETY: features enabled for this function; indices checked above.
-                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, 2 * p, t0, off, &mut acc) };
-                }
-                if nb % 2 == 1 {
-                    let b = nb - 1;
-                    for m in 0..MR {
-                        let r = r0 + m;
-                        for i in 0..N {
-                            let blk = (t0 + i) * nb + b;
-                            let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                            let dot: i32 = (0..QK)
-                                .map(|e| qs[w.voff(r, b * QK + e)] as i32 * xq[e] as i32)
-                                .sum();
-                            tail[m][i] += d[w.doff(r, b)] * a.d[blk] * dot as f32;
-                        }
-                    }
-                }
-            }
-            (WeightData::Q4 { qs, d }, Input::Quant(a)) => {
-                let nb = c / QK;
-                let low = _mm512_set1_epi8(15);
-                let off = _mm512_set1_ps(8.0);
-                let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-                for p in 0..nch {
-                    let mut u = [_mm512_setzero_si512(); MR];
-                    let mut dwl = [_mm512_setzero_ps(); MR];
-                    for m in 0..MR {
-                        let at = vs[m] + p * vstep;
-                        // SAFETY: chunk p of row r0 + m (32 bytes) and its 2 scales are inside `qs` and `d`.
-                        let (v, d2) = unsafe {
-                            (
-                                _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                                    qs.as_ptr().add(at) as *const __m256i
-                                )),
-                                _mm_castpd_ps(_mm_load_sd(
-                                    d.as_ptr().add(ds[m] + p * dstep) as *const f64
-                                )),
-                            )
-                        };
-                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES));
-                        // Both halves hold the 32 bytes; the low half keeps the low nibbles (first block), the
-                        // high half is shifted to its high nibbles (second block).
-                        u[m] = _mm512_and_si512(_mm512_mask_srli_epi16(v, 0xFFFF_0000, v, 4), low);
-                        dwl[m] = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(d2));
-                    }
-                    // SAFETY: features enabled for this function; indices checked above.
-                    unsafe { pairs::<MR, N>(&u, &dwl, a, nb, 2 * p, t0, off, &mut acc) };
-                }
-                if nb % 2 == 1 {
-                    let b = nb - 1;
-                    for m in 0..MR {
-                        let r = r0 + m;
-                        for i in 0..N {
-                            let blk = (t0 + i) * nb + b;
-                            let xq = &a.qs[blk * QK..(blk + 1) * QK];
-                            let dot: i32 = (0..QK)
-                                .map(|e| Weights::q4_at(qs, w, r, b * QK + e) * xq[e] as i32)
-                                .sum();
-                            tail[m][i] += d[w.doff(r, b)] * a.d[blk] * dot as f32;
-                        }
-                    }
-                }
-            }
             _ => panic!("weight format and input kind do not match"),
         }
         for m in 0..MR {
             for i in 0..N {
                 out[m][i] = _mm512_reduce_add_ps(acc[m][i]) + tail[m][i];
-            }
-        }
-    }
-
-    /// Integer block-pair kernel shared by q8 and q4: `u[m]` holds 64 unsigned weight codes (2 blocks) of row `m`
-    /// whose true value is `code - off`; accumulates `dw · dx · Σ (code - off)·x` into `acc[m][i]`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-    unsafe fn pairs<const MR: usize, const N: usize>(
-        u: &[__m512i; MR],
-        dwl: &[__m512; MR],
-        a: &QuantActs,
-        nb: usize,
-        b: usize,
-        t0: usize,
-        off: __m512,
-        acc: &mut [[__m512; N]; MR],
-    ) {
-        for i in 0..N {
-            let blk = (t0 + i) * nb + b;
-            // SAFETY: blocks blk and blk + 1 (64 values, 16 lane scales) lie inside the quantised input buffers.
-            let (xv, dl, dsl) = unsafe {
-                (
-                    _mm512_loadu_si512(a.qs.as_ptr().add(blk * QK) as *const __m512i),
-                    _mm512_loadu_ps(a.d_lanes.as_ptr().add(blk * 8)),
-                    _mm512_loadu_ps(a.ds_lanes.as_ptr().add(blk * 8)),
-                )
-            };
-            let corr = _mm512_mul_ps(dsl, off);
-            for m in 0..MR {
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[m], xv);
-                let t = _mm512_fmsub_ps(dl, _mm512_cvtepi32_ps(dot), corr);
-                acc[m][i] = _mm512_fmadd_ps(dwl[m], t, acc[m][i]);
             }
         }
     }
@@ -659,7 +455,7 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::quant::DType;
+    use super::super::quant::{DType, QK};
     use super::*;
     use proptest::prelude::*;
 

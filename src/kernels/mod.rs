@@ -8,4 +8,5 @@ pub mod isa;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
+pub mod qmatmul;
 pub mod quant;

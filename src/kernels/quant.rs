@@ -4,11 +4,11 @@
 //! `nn.Linear` weight), in one of four formats:
 //! - `F32`, `Bf16` (upper 16 bits of an f32),
 //! - `Q8`: blocks of [`QK`] = 32 signed 8-bit values with one f32 scale per block (like ggml's Q8_0),
-//! - `Q4`: blocks of 32 4-bit values (stored offset by 8, two per byte: byte `j` of a block holds element `j` in its
-//!   low nibble and element `j + 16` in its high nibble) with one f32 scale per block (like Q4_0).
+//! - `Q4`: blocks of 32 4-bit values (stored offset by 8, two per byte) with one f32 scale per block (like Q4_0).
 //!
 //! For the quantised formats the activations are quantised too ([`QuantActs`]: 8-bit per block of 32 with a scale),
-//! so the inner products run on integers (AVX-512 VNNI / AVX2 `maddubs`).
+//! so the inner products run on integers (AVX-512 VNNI / AVX2 `maddubs`). q8 and q4 matrices use the *lane
+//! layout* of the integer kernels (see [`Weights`]): one 32-bit SIMD lane per output row.
 
 use half::bf16;
 
@@ -56,12 +56,12 @@ impl DType {
 pub enum WeightData {
     F32(Vec<f32>),
     Bf16(Vec<u16>),
-    /// `qs`: rows × cols signed values; `d`: one scale per block of 32 (rows × cols/32).
+    /// `qs`: padded rows × cols signed values; `d`: one scale per block of 32 (padded rows × cols/32); lane layout.
     Q8 {
         qs: Vec<i8>,
         d: Vec<f32>,
     },
-    /// `qs`: rows × cols/2 bytes (two values per byte); `d`: one scale per block.
+    /// `qs`: padded rows × cols/2 bytes (two codes per byte); `d`: one scale per block; lane layout.
     Q4 {
         qs: Vec<u8>,
         d: Vec<f32>,
@@ -70,7 +70,16 @@ pub enum WeightData {
 
 /// A `rows × cols` matrix (row = output feature).
 ///
-/// Storage is cut into *chunks* of [`CHUNK`] = 64 consecutive values of a row (2 blocks for q8/q4). When `packed`
+/// **q8 / q4 (lane layout).** Rows are padded with zero rows to a multiple of [`LANE_ROWS`] = 16 and taken in
+/// groups of 16 (one 32-bit lane of a 512-bit register per row). For group `g` and block `b` (32 values) of its
+/// rows, the storage holds *k-steps* of 64 bytes, each the 4 consecutive values `4j..4j + 4` of the block for all
+/// 16 rows (row `m` at bytes `4m..4m + 4`): q8 stores the 8 k-steps `j = 0..8` one after the other (512 bytes);
+/// q4 stores 4 units of 64 bytes whose low nibbles are k-step `z` and whose high nibbles are k-step `z + 4`
+/// (256 bytes). The 16 scales of the group's block `b` follow each other. So one vector load gives 4 values of 16
+/// rows, and a dot-product instruction against 4 broadcast activation bytes yields exact partial sums of 16 rows.
+/// [`Weights::q_at`] and [`Weights::scale_at`] address single values.
+///
+/// **f32 / bf16.** Storage is cut into *chunks* of [`CHUNK`] = 64 consecutive values of a row (2 blocks for q8/q4). When `packed`
 /// (rows a multiple of [`GROUP`] = 4 and cols a multiple of 64), the chunks of 4 consecutive rows are interleaved:
 /// chunk `p` of rows `4g..4g + 4` lie next to each other, so a 4-row kernel reads one sequential stream; scales are
 /// interleaved the same way (2 per chunk). Otherwise rows are stored one after the other. [`Weights::vstart`] /
@@ -85,6 +94,8 @@ pub struct Weights {
 
 /// Values per chunk.
 pub const CHUNK: usize = 64;
+/// Rows of one group of the q8/q4 lane layout (one 32-bit lane of a 512-bit register each).
+pub const LANE_ROWS: usize = 16;
 /// Rows interleaved in the packed layout.
 pub const GROUP: usize = 4;
 
@@ -142,19 +153,22 @@ impl Weights {
                 WeightData::Bf16(o)
             }
             DType::Q8 => {
-                let mut qs = huge_vec::<i8>(v.len());
-                let mut d = vec![0f32; v.len() / QK];
-                for (b, (src, dst)) in v.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
-                    d[b] = quantize_block_q8(src, dst);
+                let (mut qs, mut dd) = lane_buffers::<i8>(rows, cols, cols, 0);
+                let mut codes = [0i8; QK];
+                for r in 0..rows {
+                    for b in 0..cols / QK {
+                        let src = &v[r * cols + b * QK..r * cols + (b + 1) * QK];
+                        dd[scale_index(cols, r, b)] = quantize_block_q8(src, &mut codes);
+                        for (e, &q) in codes.iter().enumerate() {
+                            qs[q8_index(cols, r, b * QK + e)] = q;
+                        }
+                    }
                 }
-                WeightData::Q8 { qs, d }
+                WeightData::Q8 { qs, d: dd }
             }
             DType::Q4 => {
-                let mut qs = huge_vec::<u8>(v.len() / 2);
-                let mut d = vec![0f32; v.len() / QK];
-                // Codes 0..15 of every value, block by block.
-                let mut codes = vec![0u8; cols];
-                let full = cols / CHUNK;
+                // Padding rows hold code 8 (value 0) with scale 0.
+                let (mut qs, mut d) = lane_buffers::<u8>(rows, cols, cols / 2, 0x88);
                 for r in 0..rows {
                     for b in 0..cols / QK {
                         let src = &v[r * cols + b * QK..r * cols + (b + 1) * QK];
@@ -164,26 +178,16 @@ impl Weights {
                             .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
                         let scale = vmax / -8.0;
                         let inv = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-                        for (c, &x) in codes[b * QK..(b + 1) * QK].iter_mut().zip(src) {
-                            *c = ((x * inv).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
+                        for (e, &x) in src.iter().enumerate() {
+                            let code = ((x * inv).round().clamp(-8.0, 7.0) as i32 + 8) as u8;
+                            let (byte, high) = q4_index(cols, r, b * QK + e);
+                            qs[byte] = if high {
+                                (qs[byte] & 0x0F) | (code << 4)
+                            } else {
+                                (qs[byte] & 0xF0) | code
+                            };
                         }
-                        d[r * (cols / QK) + b] = scale;
-                    }
-                    // Full chunks: byte k holds values k (low nibble) and k + 32 (high nibble), i.e. the low
-                    // nibbles are the chunk's first block and the high nibbles its second. A trailing half chunk
-                    // (cols ≡ 32 mod 64): byte k holds values k and k + 16.
-                    let dst = &mut qs[r * cols / 2..(r + 1) * cols / 2];
-                    for p in 0..full {
-                        for k in 0..QK {
-                            dst[p * QK + k] =
-                                codes[p * CHUNK + k] | (codes[p * CHUNK + QK + k] << 4);
-                        }
-                    }
-                    if !cols.is_multiple_of(CHUNK) {
-                        let base = full * CHUNK;
-                        for k in 0..QK / 2 {
-                            dst[full * QK + k] = codes[base + k] | (codes[base + QK / 2 + k] << 4);
-                        }
+                        d[scale_index(cols, r, b)] = scale;
                     }
                 }
                 WeightData::Q4 { qs, d }
@@ -198,8 +202,14 @@ impl Weights {
         .packed_if_possible())
     }
 
-    /// Switch to the packed layout when the shape allows it.
+    /// Switch f32/bf16 to the packed layout when the shape allows it (q8/q4 always use the lane layout).
     fn packed_if_possible(self) -> Weights {
+        if self.dtype().is_quantized() {
+            return Weights {
+                packed: true,
+                ..self
+            };
+        }
         if self.packed
             || !self.rows.is_multiple_of(GROUP)
             || !self.cols.is_multiple_of(CHUNK)
@@ -208,18 +218,10 @@ impl Weights {
             return self;
         }
         let (rows, cols) = (self.rows, self.cols);
-        let nb = cols / QK;
         let data = match self.data {
             WeightData::F32(v) => WeightData::F32(interleave(&v, rows, cols, CHUNK)),
             WeightData::Bf16(v) => WeightData::Bf16(interleave(&v, rows, cols, CHUNK)),
-            WeightData::Q8 { qs, d } => WeightData::Q8 {
-                qs: interleave(&qs, rows, cols, CHUNK),
-                d: interleave(&d, rows, nb, 2),
-            },
-            WeightData::Q4 { qs, d } => WeightData::Q4 {
-                qs: interleave(&qs, rows, cols / 2, CHUNK / 2),
-                d: interleave(&d, rows, nb, 2),
-            },
+            quantized => quantized,
         };
         Weights {
             rows,
@@ -229,12 +231,9 @@ impl Weights {
         }
     }
 
-    /// Storage elements per chunk (bytes for q8/q4, values for f32/bf16).
+    /// Storage elements per chunk (f32/bf16).
     pub fn chunk_units(&self) -> usize {
-        match self.data {
-            WeightData::Q4 { .. } => CHUNK / 2,
-            _ => CHUNK,
-        }
+        CHUNK
     }
 
     /// Storage offset of the first chunk of row `r`.
@@ -259,52 +258,42 @@ impl Weights {
         }
     }
 
-    /// Index of the first block scale of row `r` (q8/q4).
-    #[inline]
-    pub fn dstart(&self, r: usize) -> usize {
-        let nb = self.cols / QK;
-        if self.packed {
-            (r / GROUP) * GROUP * nb + (r % GROUP) * 2
-        } else {
-            r * nb
-        }
-    }
-
-    /// Distance between the scale pairs of consecutive chunks of one row.
-    #[inline]
-    pub fn dstep(&self) -> usize {
-        if self.packed {
-            2 * GROUP
-        } else {
-            2
-        }
-    }
-
-    /// Storage offset of value `j` of row `r` for f32/bf16/q8 (for q4: of the byte holding it, see
-    /// [`Weights::q4_at`]).
+    /// Storage offset of value `j` of row `r` (f32/bf16).
     #[inline]
     pub fn voff(&self, r: usize, j: usize) -> usize {
-        self.vstart(r) + (j / CHUNK) * self.vstep() + (j % CHUNK) * self.chunk_units() / CHUNK
+        self.vstart(r) + (j / CHUNK) * self.vstep() + j % CHUNK
     }
 
-    /// Index of the scale of block `b` of row `r`.
+    /// The signed quantised value `j` of row `r` of a q8 or q4 matrix (before scaling); 0 for f32/bf16.
     #[inline]
-    pub fn doff(&self, r: usize, b: usize) -> usize {
-        self.dstart(r) + (b / 2) * self.dstep() + b % 2
+    pub fn q_at(&self, r: usize, j: usize) -> i32 {
+        match &self.data {
+            WeightData::Q8 { qs, .. } => qs[q8_index(self.cols, r, j)] as i32,
+            WeightData::Q4 { qs, .. } => {
+                let (byte, high) = q4_index(self.cols, r, j);
+                let q = if high { qs[byte] >> 4 } else { qs[byte] & 15 };
+                q as i32 - 8
+            }
+            _ => 0,
+        }
     }
 
-    /// The signed 4-bit value `j` of row `r` of a q4 matrix (before scaling).
+    /// The scale of block `b` of row `r` of a q8 or q4 matrix; 0 for f32/bf16.
     #[inline]
-    pub fn q4_at(qs: &[u8], w: &Weights, r: usize, j: usize) -> i32 {
-        let (p, within) = (j / CHUNK, j % CHUNK);
-        let chunk = w.vstart(r) + p * w.vstep();
-        let (byte, high) = if p < w.cols / CHUNK {
-            (chunk + within % QK, within >= QK)
+    pub fn scale_at(&self, r: usize, b: usize) -> f32 {
+        match &self.data {
+            WeightData::Q8 { d, .. } | WeightData::Q4 { d, .. } => d[scale_index(self.cols, r, b)],
+            _ => 0.0,
+        }
+    }
+
+    /// Rows including the padding of the lane layout (q8/q4); `rows` for f32/bf16.
+    pub fn padded_rows(&self) -> usize {
+        if self.dtype().is_quantized() {
+            self.rows.div_ceil(LANE_ROWS) * LANE_ROWS
         } else {
-            (chunk + within % (QK / 2), within >= QK / 2)
-        };
-        let q = if high { qs[byte] >> 4 } else { qs[byte] & 15 };
-        q as i32 - 8
+            self.rows
+        }
     }
 
     /// Convert bf16 bits (as stored in a checkpoint) to `dtype`; `Bf16` keeps the bits unchanged.
@@ -369,18 +358,54 @@ impl Weights {
                     *o = bf16_bits_to_f32(v[self.voff(r, j)]);
                 }
             }
-            WeightData::Q8 { qs, d } => {
+            WeightData::Q8 { .. } | WeightData::Q4 { .. } => {
                 for (j, o) in out.iter_mut().enumerate().take(c) {
-                    *o = qs[self.voff(r, j)] as f32 * d[self.doff(r, j / QK)];
-                }
-            }
-            WeightData::Q4 { qs, d } => {
-                for (j, o) in out.iter_mut().enumerate().take(c) {
-                    *o = Weights::q4_at(qs, self, r, j) as f32 * d[self.doff(r, j / QK)];
+                    *o = self.q_at(r, j) as f32 * self.scale_at(r, j / QK);
                 }
             }
         }
     }
+}
+
+/// Value and scale buffers of a q8/q4 matrix in the lane layout: `units_per_row` storage elements per (padded) row,
+/// all set to `fill`, and zeroed scales.
+fn lane_buffers<T: Copy + Default + PartialEq>(
+    rows: usize,
+    cols: usize,
+    units_per_row: usize,
+    fill: T,
+) -> (Vec<T>, Vec<f32>) {
+    let prow = rows.div_ceil(LANE_ROWS) * LANE_ROWS;
+    let mut qs = huge_vec::<T>(prow * units_per_row);
+    if fill != T::default() {
+        qs.fill(fill);
+    }
+    (qs, vec![0f32; prow * (cols / QK)])
+}
+
+/// Index of the scale of block `b` of row `r` in the lane layout.
+#[inline]
+pub fn scale_index(cols: usize, r: usize, b: usize) -> usize {
+    let nb = cols / QK;
+    ((r / LANE_ROWS) * nb + b) * LANE_ROWS + r % LANE_ROWS
+}
+
+/// Index of value `j` of row `r` of a q8 matrix in the lane layout.
+#[inline]
+pub fn q8_index(cols: usize, r: usize, j: usize) -> usize {
+    let nb = cols / QK;
+    let (b, within) = (j / QK, j % QK);
+    (((r / LANE_ROWS) * nb + b) * 8 + within / 4) * 64 + (r % LANE_ROWS) * 4 + within % 4
+}
+
+/// Byte and nibble (`true` = high) of value `j` of row `r` of a q4 matrix in the lane layout.
+#[inline]
+pub fn q4_index(cols: usize, r: usize, j: usize) -> (usize, bool) {
+    let nb = cols / QK;
+    let (b, within) = (j / QK, j % QK);
+    let step = within / 4;
+    let byte = (((r / LANE_ROWS) * nb + b) * 4 + step % 4) * 64 + (r % LANE_ROWS) * 4 + within % 4;
+    (byte, step >= 4)
 }
 
 /// A zeroed vector whose pages the kernel is asked to back with transparent huge pages (fewer TLB misses when
@@ -433,10 +458,6 @@ pub struct QuantActs {
     pub d: Vec<f32>,
     /// Sum of the quantised values of each block (for the offset correction of unsigned weight codes).
     pub sum: Vec<i32>,
-    /// Per-block scale repeated 8 times (one per 32-bit lane of the block's partial sums).
-    pub d_lanes: Vec<f32>,
-    /// Per-block `scale × sum / 8` repeated 8 times.
-    pub ds_lanes: Vec<f32>,
 }
 
 impl QuantActs {
@@ -461,14 +482,10 @@ impl QuantActs {
         self.qs.resize(n * cols, 0);
         self.d.resize(nb, 0.0);
         self.sum.resize(nb, 0);
-        self.d_lanes.resize(nb * 8, 0.0);
-        self.ds_lanes.resize(nb * 8, 0.0);
         let bufs = ActPtrs {
             qs: self.qs.as_mut_ptr(),
             d: self.d.as_mut_ptr(),
             sum: self.sum.as_mut_ptr(),
-            dl: self.d_lanes.as_mut_ptr(),
-            dsl: self.ds_lanes.as_mut_ptr(),
         };
         const PER_TASK: usize = 256;
         let job = move |task: usize| {
@@ -492,8 +509,6 @@ struct ActPtrs {
     qs: *mut i8,
     d: *mut f32,
     sum: *mut i32,
-    dl: *mut f32,
-    dsl: *mut f32,
 }
 
 // SAFETY: every task writes only the slots of its own blocks, and `ThreadPool::run` returns after all tasks.
@@ -523,10 +538,6 @@ impl ActPtrs {
         unsafe {
             *self.d.add(b) = scale;
             *self.sum.add(b) = s;
-            for k in 0..8 {
-                *self.dl.add(b * 8 + k) = scale;
-                *self.dsl.add(b * 8 + k) = scale * s as f32 / 8.0;
-            }
         }
     }
 }
@@ -561,7 +572,10 @@ mod tests {
                 .collect();
             for dt in [DType::F32, DType::Bf16, DType::Q8, DType::Q4] {
                 let w = Weights::from_f32(rows, cols, &v, dt).unwrap();
-                assert_eq!(w.packed, rows % 4 == 0 && cols % 64 == 0);
+                assert_eq!(
+                    w.packed,
+                    dt.is_quantized() || (rows % 4 == 0 && cols % 64 == 0)
+                );
                 let tol = match dt {
                     DType::F32 => 0.0,
                     DType::Bf16 => 0.01,
