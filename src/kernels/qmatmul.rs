@@ -98,8 +98,9 @@ pub fn matmul_quant(
     let rows = w.rows;
     let groups = w.padded_rows() / LANE_ROWS;
     let threads = pool.threads();
-    // Several tasks per thread so a thread slowed by other load does not hold the others back.
-    let tasks = if threads == 1 { 1 } else { threads * 4 };
+    // Several tasks per thread so a thread slowed by other load does not hold the others back, and the thread
+    // that finishes last waits for little more than one small task.
+    let tasks = if threads == 1 { 1 } else { threads * 8 };
     let per = groups.div_ceil(tasks).max(1);
     let n_tasks = groups.div_ceil(per);
     let nt_max = tokens_per_tile(path);
@@ -155,16 +156,15 @@ pub mod scalar {
     }
 }
 
-/// The 4 activation bytes of k-step `j` of block `blk`, as one little-endian i32 (for a broadcast).
+/// The 4 activation bytes of k-step `j < 8` of block `blk`, as one little-endian i32 (for a broadcast). One
+/// unaligned load in the innermost loops of the SIMD tiles.
 #[inline(always)]
+#[cfg(target_arch = "x86_64")]
 fn x4(a: &QuantActs, blk: usize, j: usize) -> i32 {
     let at = blk * QK + 4 * j;
-    i32::from_le_bytes([
-        a.qs[at] as u8,
-        a.qs[at + 1] as u8,
-        a.qs[at + 2] as u8,
-        a.qs[at + 3] as u8,
-    ])
+    assert!(at + 4 <= a.qs.len(), "activation block outside the input");
+    // SAFETY: bytes at..at + 4 are inside `a.qs` (checked above); i8 has no invalid bit patterns.
+    unsafe { (a.qs.as_ptr().add(at) as *const i32).read_unaligned() }
 }
 
 #[cfg(target_arch = "x86_64")]

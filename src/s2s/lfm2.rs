@@ -722,9 +722,7 @@ impl Lfm2 {
                     let (g, u) = row.split_at(ff);
                     // SAFETY: row t of `mid` (n × ff values) is written by this task only.
                     let o = unsafe { std::slice::from_raw_parts_mut(mid.0.add(t * ff), ff) };
-                    for j in 0..ff {
-                        o[j] = ops::silu(g[j]) * u[j];
-                    }
+                    ops::swiglu(g, u, o);
                 };
                 if n >= 8 {
                     self.pool.run(n, &gate);
