@@ -190,11 +190,15 @@ mod avx2 {
             let k = (nt - done).min(4);
             let o = &mut out[done..done + k];
             let t = t0 + done;
-            // SAFETY (all arms): same contract as this function, for tokens t..t + k.
+            // Every arm: the contract of this function, for tokens t..t + k.
             match k {
+                // SAFETY: same contract as this function.
                 1 => unsafe { tile_n::<1>(w, g, a, t, o) },
+                // SAFETY: same contract as this function.
                 2 => unsafe { tile_n::<2>(w, g, a, t, o) },
+                // SAFETY: same contract as this function.
                 3 => unsafe { tile_n::<3>(w, g, a, t, o) },
+                // SAFETY: same contract as this function.
                 _ => unsafe { tile_n::<4>(w, g, a, t, o) },
             }
             done += k;
@@ -366,15 +370,22 @@ mod avx512 {
         out: &mut TileOut,
     ) {
         // Monomorphise on the token count so the accumulators stay in registers.
-        // SAFETY (all arms): same contract as this function.
         match nt {
+            // SAFETY: same contract as this function.
             1 => unsafe { tile_n::<1>(w, g, a, t0, out) },
+            // SAFETY: same contract as this function.
             2 => unsafe { tile_n::<2>(w, g, a, t0, out) },
+            // SAFETY: same contract as this function.
             3 => unsafe { tile_n::<3>(w, g, a, t0, out) },
+            // SAFETY: same contract as this function.
             4 => unsafe { tile_n::<4>(w, g, a, t0, out) },
+            // SAFETY: same contract as this function.
             5 => unsafe { tile_n::<5>(w, g, a, t0, out) },
+            // SAFETY: same contract as this function.
             6 => unsafe { tile_n::<6>(w, g, a, t0, out) },
+            // SAFETY: same contract as this function.
             7 => unsafe { tile_n::<7>(w, g, a, t0, out) },
+            // SAFETY: same contract as this function.
             _ => unsafe { tile_n::<8>(w, g, a, t0, out) },
         }
     }
