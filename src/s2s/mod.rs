@@ -3,4 +3,5 @@
 pub mod cli;
 pub mod lfm2;
 pub mod sampling;
+pub mod session;
 pub mod weights;
