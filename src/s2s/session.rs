@@ -17,7 +17,11 @@ pub enum ResponseChunk {
 pub trait Responder: Send {
     /// Answer one user turn (16 kHz mono). Call `emit` for each chunk as it is produced; stop early when it
     /// returns `ControlFlow::Break(())` (barge-in). Keeps conversation state across calls.
-    fn respond(&mut self, turn: &[f32], emit: &mut dyn FnMut(ResponseChunk) -> ControlFlow<()>) -> Result<()>;
+    fn respond(
+        &mut self,
+        turn: &[f32],
+        emit: &mut dyn FnMut(ResponseChunk) -> ControlFlow<()>,
+    ) -> Result<()>;
     /// Forget the conversation, as if newly built.
     fn reset(&mut self);
     /// Sample rate of the audio in [`ResponseChunk::Audio`].
