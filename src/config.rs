@@ -265,6 +265,8 @@ pub enum StageConfig {
     Onnx(Box<crate::onnx::stage::OnnxStageConfig>),
     /// A 1-D CNN (ONNX) run by the streaming CNN engine on overlapping windows.
     Cnn(Box<crate::cnn::stage::CnnStageConfig>),
+    /// The always-on assistant: VAD (and wake word) cut user turns, a speech-to-speech model answers them.
+    S2s(Box<crate::s2s::stage::S2sStageConfig>),
 }
 
 impl StageConfig {
@@ -274,6 +276,7 @@ impl StageConfig {
             StageConfig::Level(c) => &c.name,
             StageConfig::Onnx(c) => &c.name,
             StageConfig::Cnn(c) => &c.name,
+            StageConfig::S2s(c) => &c.name,
         }
     }
 }
@@ -496,7 +499,15 @@ fn stage_config(v: &DeValue<'_>) -> Result<StageConfig, TomlError> {
         "level" => StageConfig::Level(value(&rest)?),
         "onnx" => StageConfig::Onnx(Box::new(value(&rest)?)),
         "cnn" => StageConfig::Cnn(Box::new(value(&rest)?)),
-        other => return Err(unknown_kind("stage", other, &["level", "onnx", "cnn"], v)),
+        "s2s" => StageConfig::S2s(Box::new(value(&rest)?)),
+        other => {
+            return Err(unknown_kind(
+                "stage",
+                other,
+                &["level", "onnx", "cnn", "s2s"],
+                v,
+            ))
+        }
     })
 }
 

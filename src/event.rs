@@ -1,6 +1,7 @@
 //! `Event`: what stages emit and sinks consume. One event serialises to one JSON object.
 
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -68,6 +69,44 @@ pub enum EventKind {
     SinkDropped { sink: String, dropped: u64 },
     /// Lifecycle and diagnostic messages (started, reloaded, stopped …).
     Status { message: String },
+    /// Assistant (`s2s` stage): a user turn ended and was handed to the model; `duration` of its speech in seconds.
+    TurnStart { turn: u64, duration: f64 },
+    /// Assistant: the reply to `turn` begins; its `audio` and `text` events follow. `signal` is raised at once on
+    /// barge-in, ahead of the event queues, so that audio sinks stop playing the reply without delay.
+    ResponseStart {
+        turn: u64,
+        #[serde(skip)]
+        signal: Arc<BargeInSignal>,
+    },
+    /// Assistant: the reply to `turn` ended after `frames` samples of audio at `rate`; `text` is its whole text;
+    /// `interrupted` when barge-in cut it.
+    ResponseEnd {
+        turn: u64,
+        frames: u64,
+        rate: u32,
+        text: String,
+        interrupted: bool,
+    },
+    /// Assistant: user speech during the reply to `turn` stopped it after `frames` samples of its audio.
+    BargeIn { turn: u64, frames: u64 },
+}
+
+/// Raised by the assistant stage when the user interrupts a reply; read lock-free by audio sinks.
+#[derive(Debug, Default)]
+pub struct BargeInSignal {
+    raised: AtomicBool,
+}
+
+impl BargeInSignal {
+    /// Interrupt the reply.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+    }
+
+    /// Whether the reply was interrupted.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
 }
 
 /// Seconds since the Unix epoch, now.
@@ -107,6 +146,10 @@ impl Event {
             EventKind::Overrun { .. } => "overrun",
             EventKind::SinkDropped { .. } => "sink_dropped",
             EventKind::Status { .. } => "status",
+            EventKind::TurnStart { .. } => "turn_start",
+            EventKind::ResponseStart { .. } => "response_start",
+            EventKind::ResponseEnd { .. } => "response_end",
+            EventKind::BargeIn { .. } => "barge_in",
         }
     }
 }

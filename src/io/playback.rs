@@ -3,12 +3,17 @@
 //! Audio is resampled to the device's rate ([`StreamResampler`]) and goes through a lock-free ring to the device
 //! callback, which copies it to every output channel in the device's sample format. When the ring runs dry the
 //! callback plays silence and counts the missing frames (underruns). The cpal stream lives on a thread of its own.
+//!
+//! Barge-in: when the assistant stage raises the [`BargeInSignal`] of the reply being played, the sink drops the
+//! rest of that reply — the audio still queued for it and what is in the ring but not played yet. The sink only
+//! publishes a ring position ([`PlaybackStats::flush_until`], an atomic); the device callback skips the ring up to
+//! it (a read chunk committed unread), so the callback still neither locks nor allocates.
 
 use super::devices::{self, Way};
 use super::Sink;
 use crate::dsp::resample::StreamResampler;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventKind};
+use crate::event::{BargeInSignal, Event, EventKind};
 use cpal::traits::{DeviceTrait, StreamTrait};
 use cpal::{FromSample, SizedSample};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +33,64 @@ pub struct PlaybackStats {
     pub failed: AtomicBool,
     /// Ask the stream thread to stop.
     pub stop: AtomicBool,
+    /// Ring position (samples ever pushed) up to which the callback discards instead of playing: set on barge-in.
+    pub flush_until: AtomicU64,
+    /// Samples discarded by barge-in, unplayed.
+    pub flushed_frames: AtomicU64,
+}
+
+/// The device callback's side of the ring: plays what is queued, skips what barge-in dropped.
+pub struct RingReader {
+    ring: rtrb::Consumer<f32>,
+    /// Samples taken out of the ring so far (played or skipped).
+    consumed: u64,
+    stats: Arc<PlaybackStats>,
+}
+
+impl RingReader {
+    pub fn new(ring: rtrb::Consumer<f32>, stats: Arc<PlaybackStats>) -> Self {
+        RingReader {
+            ring,
+            consumed: 0,
+            stats,
+        }
+    }
+
+    /// Fill interleaved `data` of `channels` channels: the same sample on every channel, silence when the ring
+    /// is dry. No allocation, no lock.
+    pub fn fill<T: SizedSample + FromSample<f32>>(&mut self, data: &mut [T], channels: usize) {
+        let st = &self.stats;
+        let flush_to = st.flush_until.load(Ordering::Acquire);
+        if self.consumed < flush_to {
+            let n = ((flush_to - self.consumed) as usize).min(self.ring.slots());
+            if let Ok(chunk) = self.ring.read_chunk(n) {
+                chunk.commit_all();
+                self.consumed += n as u64;
+                st.flushed_frames.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        let frames = data.len() / channels.max(1);
+        let avail = self.ring.slots().min(frames);
+        let silence = T::from_sample(0.0f32);
+        match self.ring.read_chunk(avail) {
+            Ok(chunk) => {
+                let (a, b) = chunk.as_slices();
+                let mut src = a.iter().chain(b.iter());
+                for frame in data.chunks_exact_mut(channels.max(1)) {
+                    let v = src.next().map_or(silence, |&s| T::from_sample(s));
+                    frame.fill(v);
+                }
+                chunk.commit_all();
+                self.consumed += avail as u64;
+            }
+            Err(_) => data.fill(silence),
+        }
+        st.played_frames.fetch_add(avail as u64, Ordering::Relaxed);
+        if avail < frames && st.active.load(Ordering::Relaxed) {
+            st.underrun_frames
+                .fetch_add((frames - avail) as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Plays one stage's audio events on an output device.
@@ -42,6 +105,12 @@ pub struct PlaybackSink {
     failure: Arc<Mutex<Option<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     finished: bool,
+    /// Samples ever pushed into the ring.
+    pushed: u64,
+    /// The assistant reply being played, if any.
+    reply: Option<Arc<BargeInSignal>>,
+    /// The current reply was interrupted and its remaining audio is being dropped.
+    dropping: bool,
 }
 
 /// Why an output device could not be opened, by config key.
@@ -56,7 +125,7 @@ pub enum PlaybackError {
 fn build<T>(
     device: &cpal::Device,
     config: &cpal::StreamConfig,
-    mut ring: rtrb::Consumer<f32>,
+    ring: rtrb::Consumer<f32>,
     stats: Arc<PlaybackStats>,
     failure: Arc<Mutex<Option<String>>>,
 ) -> std::result::Result<cpal::Stream, cpal::Error>
@@ -64,31 +133,10 @@ where
     T: SizedSample + FromSample<f32>,
 {
     let channels = config.channels as usize;
-    let st = Arc::clone(&stats);
+    let mut reader = RingReader::new(ring, Arc::clone(&stats));
     device.build_output_stream::<T, _, _>(
         *config,
-        move |data: &mut [T], _info: &cpal::OutputCallbackInfo| {
-            let frames = data.len() / channels;
-            let avail = ring.slots().min(frames);
-            let silence = T::from_sample(0.0f32);
-            match ring.read_chunk(avail) {
-                Ok(chunk) => {
-                    let (a, b) = chunk.as_slices();
-                    let mut src = a.iter().chain(b.iter());
-                    for frame in data.chunks_exact_mut(channels) {
-                        let v = src.next().map_or(silence, |&s| T::from_sample(s));
-                        frame.fill(v);
-                    }
-                    chunk.commit_all();
-                }
-                Err(_) => data.fill(silence),
-            }
-            st.played_frames.fetch_add(avail as u64, Ordering::Relaxed);
-            if avail < frames && st.active.load(Ordering::Relaxed) {
-                st.underrun_frames
-                    .fetch_add((frames - avail) as u64, Ordering::Relaxed);
-            }
-        },
+        move |data: &mut [T], _info: &cpal::OutputCallbackInfo| reader.fill(data, channels),
         move |e: cpal::Error| {
             // cpal's worker thread, not the audio callback: it may log and lock.
             if !devices::is_fatal(&e) {
@@ -190,7 +238,48 @@ impl PlaybackSink {
             failure,
             thread: Some(thread),
             finished: false,
+            pushed: 0,
+            reply: None,
+            dropping: false,
         })
+    }
+
+    /// A sink writing into `ring` at `rate` with no device behind it (the reader side is the caller's).
+    pub fn on_ring(
+        from: &str,
+        rate: u32,
+        ring: rtrb::Producer<f32>,
+        stats: Arc<PlaybackStats>,
+    ) -> Self {
+        PlaybackSink {
+            from: from.to_string(),
+            device_id: "ring".into(),
+            rate,
+            ring,
+            resampler: None,
+            scratch: Vec::new(),
+            stats,
+            failure: Arc::new(Mutex::new(None)),
+            thread: None,
+            finished: false,
+            pushed: 0,
+            reply: None,
+            dropping: false,
+        }
+    }
+
+    /// Whether the reply being played was interrupted; drops the rest of it the first time.
+    fn interrupted(&mut self) -> bool {
+        if !self.reply.as_ref().is_some_and(|s| s.is_raised()) {
+            return false;
+        }
+        if !self.dropping {
+            self.dropping = true;
+            // Everything pushed so far belongs to the interrupted reply (or is older): the callback skips it.
+            self.stats.flush_until.store(self.pushed, Ordering::Release);
+            self.resampler = None;
+        }
+        true
     }
 
     /// The device's rate (audio is resampled to it).
@@ -228,9 +317,10 @@ impl PlaybackSink {
     fn push(&mut self, mut samples: &[f32]) -> Result<()> {
         self.stats.active.store(true, Ordering::Relaxed);
         loop {
-            let (_, rest) = self.ring.push_partial_slice(samples);
+            let (done, rest) = self.ring.push_partial_slice(samples);
+            self.pushed += done.len() as u64;
             samples = rest;
-            if samples.is_empty() {
+            if samples.is_empty() || self.interrupted() {
                 return Ok(());
             }
             self.check_failed()?;
@@ -271,13 +361,29 @@ impl PlaybackSink {
 
 impl Sink for PlaybackSink {
     fn write(&mut self, event: &Event) -> Result<()> {
-        let EventKind::Audio { rate, samples, .. } = &event.kind else {
-            return Ok(());
-        };
         if &*event.stage != self.from.as_str() {
             return Ok(());
         }
-        self.play(*rate, samples)
+        match &event.kind {
+            EventKind::Audio { rate, samples, .. } => {
+                if self.interrupted() {
+                    return Ok(());
+                }
+                self.play(*rate, samples)
+            }
+            EventKind::ResponseStart { signal, .. } => {
+                self.reply = Some(Arc::clone(signal));
+                self.dropping = false;
+                Ok(())
+            }
+            EventKind::ResponseEnd { .. } | EventKind::BargeIn { .. } => {
+                self.interrupted();
+                self.reply = None;
+                self.dropping = false;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Play out what is queued (the resampler's tail, the ring, then one device buffer's worth), then stop.

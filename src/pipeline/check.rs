@@ -25,6 +25,10 @@ pub const EVENT_TAGS: &[&str] = &[
     "overrun",
     "sink_dropped",
     "status",
+    "turn_start",
+    "response_start",
+    "response_end",
+    "barge_in",
 ];
 
 fn k(s: &str) -> Key {
@@ -107,6 +111,7 @@ pub fn check(cf: &ConfigFile) -> Result<()> {
             }
             StageConfig::Onnx(o) => crate::onnx::stage::check(o, cf, i)?,
             StageConfig::Cnn(c) => crate::cnn::stage::check(c, cf, i)?,
+            StageConfig::S2s(c) => crate::s2s::stage::check(c, cf, i)?,
         }
     }
 

@@ -44,6 +44,7 @@ pub fn build_stage(cf: &ConfigFile, index: usize, source_rate: u32) -> Result<Bo
         StageConfig::Level(c) => Ok(Box::new(LevelStage::new(c, c.rate.unwrap_or(source_rate)))),
         StageConfig::Onnx(c) => crate::onnx::stage::build(c, cf),
         StageConfig::Cnn(c) => crate::cnn::stage::build(c, cf),
+        StageConfig::S2s(c) => crate::s2s::stage::build(c, cf, source_rate),
     }
 }
 
@@ -97,7 +98,10 @@ impl Pipeline {
         check::check(cf)?;
         let source = crate::io::open_source(cf)?;
         let rate = source.rate();
+        // Stages an `s2s` stage adopts (its VAD, its wake-word spotter) are built and fed by that stage.
+        let adopted = crate::s2s::stage::adopted_stages(cf);
         let stages = (0..cf.config.stages.len())
+            .filter(|i| !adopted.contains(i))
             .map(|i| build_stage(cf, i, rate))
             .collect::<Result<Vec<_>>>()?;
         let mut sinks = Vec::new();

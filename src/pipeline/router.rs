@@ -20,7 +20,8 @@ pub struct Filter {
     pub stages: Option<Vec<String>>,
     /// Only these event tags; all when `None`.
     pub events: Option<Vec<String>>,
-    /// Audio sinks: only `audio` events of this stage (and, for the input, of this rate).
+    /// Audio sinks: only `audio` events of this stage (and, for the input, of this rate), plus its reply bounds
+    /// (`response_start`, `response_end`, `barge_in`).
     pub audio_from: Option<(String, Option<u32>)>,
 }
 
@@ -32,6 +33,10 @@ impl Filter {
                 EventKind::Audio { rate: r, .. } => {
                     &*ev.stage == from && rate.is_none_or(|want| want == *r)
                 }
+                // A reply's bounds, so that playback can drop the rest of an interrupted reply.
+                EventKind::ResponseStart { .. }
+                | EventKind::ResponseEnd { .. }
+                | EventKind::BargeIn { .. } => &*ev.stage == from,
                 _ => false,
             };
         }

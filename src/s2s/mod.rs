@@ -4,4 +4,5 @@ pub mod cli;
 pub mod lfm2;
 pub mod sampling;
 pub mod session;
+pub mod stage;
 pub mod weights;
