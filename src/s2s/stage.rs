@@ -15,7 +15,8 @@
 //!
 //! Pacing (`pace`): with `stream` (the default for a WAV file read faster than real time), the reply is released
 //! as if played from the moment the turn ended: by stream position `now`, exactly `(now − start) · 24000 / 16000`
-//! samples of reply audio are out, text as soon as the audio before it is. When the model is behind, the stage
+//! samples of reply audio are out, text as soon as the audio before it is (the stage looks one chunk ahead, so
+//! a reply's closing text and its end come with its last audio). When the model is behind, the stage
 //! waits for it — only a file source can afford that, and it loses nothing (the reader waits for room in the
 //! ring). Runs are then deterministic whatever the machine's speed: the sample at which barge-in cuts a reply is a
 //! function of the recording. With `free` (live sources), chunks are released as soon as the model produces them
@@ -452,17 +453,19 @@ impl S2sStage {
         })
     }
 
-    /// Feed one piece to the detectors and react to what they report at its end, `now`.
+    /// Feed one piece (which never crosses a multiple of [`STEP`]) to the detectors; at a multiple of [`STEP`],
+    /// `now`, release the reply up to it, then react to what the detectors reported since the last one.
     fn piece(&mut self, samples: &[f32], out: &mut Vec<Event>) {
         self.turns.push_audio(samples);
-        let now = self.turns.position();
-        self.release(now, out);
-        self.child_events.clear();
         self.vad.push(samples, &mut self.child_events);
         if let Some(w) = &mut self.wake {
             w.push(samples, &mut self.child_events);
         }
-        self.react(now, out);
+        let now = self.turns.position();
+        if now % STEP == 0 {
+            self.release(now, out);
+            self.react(now, out);
+        }
     }
 
     /// Pass the detectors' events on and act on them.
@@ -658,7 +661,7 @@ impl S2sStage {
                 }
                 break;
             }
-            if !r.queue.is_empty() || r.released >= target {
+            if !r.queue.is_empty() {
                 break; // what may be out is out
             }
             let msg = if paced || all {
@@ -709,7 +712,6 @@ impl Stage for S2sStage {
 
     fn finish(&mut self, out: &mut Vec<Event>) {
         let now = self.turns.position();
-        self.child_events.clear();
         self.vad.finish(&mut self.child_events);
         if let Some(w) = &mut self.wake {
             w.finish(&mut self.child_events);
@@ -735,6 +737,7 @@ impl Stage for S2sStage {
         if let Some(w) = &mut self.wake {
             w.reset();
         }
+        self.child_events.clear();
         self.turns.reset();
     }
 }
