@@ -462,7 +462,7 @@ impl S2sStage {
             w.push(samples, &mut self.child_events);
         }
         let now = self.turns.position();
-        if now % STEP == 0 {
+        if now.is_multiple_of(STEP) {
             self.release(now, out);
             self.react(now, out);
         }
