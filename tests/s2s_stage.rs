@@ -769,3 +769,81 @@ fn conversation_through_silero_vad_with_barge_in_and_a_reply_wav() {
     assert_eq!(written, expected);
     let _ = std::fs::remove_file(&wav);
 }
+
+/// The bundled recording with keywords through the real VAD and keyword spotter (the default config's stages):
+/// only turns near a spoken "hey sigflow" are answered.
+#[test]
+fn only_turns_after_the_wake_word_are_answered_on_the_keyword_recording() {
+    if let Err(e) = sigflow::onnx::runtime::ensure_loaded() {
+        panic!("this test needs ONNX Runtime: {e}");
+    }
+    let cf = ConfigFile::load(&root().join("configs/default.toml")).expect("default config");
+    let index = |name: &str| {
+        cf.config
+            .stages
+            .iter()
+            .position(|s| s.name() == name)
+            .expect("stage")
+    };
+    let vad = sigflow::pipeline::build_stage(&cf, index("vad"), 16_000).expect("vad");
+    let kws = sigflow::pipeline::build_stage(&cf, index("kws"), 16_000).expect("kws");
+    let (_, x) = {
+        let mut r =
+            hound::WavReader::open(root().join("audio/speech_with_keywords.wav")).expect("wav");
+        let rate = r.spec().sample_rate;
+        let x: Vec<f32> = r
+            .samples::<i16>()
+            .map(|s| s.expect("sample") as f32 / 32768.0)
+            .collect();
+        (rate, x)
+    };
+    let log = Arc::new(Mutex::new(ModelLog::default()));
+    let window = 3 * 16_000;
+    let wake = WakeWord {
+        label: "hey_sigflow".into(),
+        window,
+    };
+    let mut stage = S2sStage::new(
+        settings(true, Some(wake)),
+        vad,
+        Some(kws),
+        Box::new(ToneResponder::new(5, &log)),
+    )
+    .expect("stage");
+    let events = run(&mut stage, &x, 160);
+    let wakes: Vec<u64> = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Detection { label, .. } if label == "hey_sigflow"))
+        .map(|e| e.sample)
+        .collect();
+    let segments = of(&events, "speech_end").len();
+    let turns = of(&events, "turn_start");
+    eprintln!(
+        "{} wake words at {wakes:?}, {segments} speech segments, {} turns",
+        wakes.len(),
+        turns.len()
+    );
+    assert!(
+        !wakes.is_empty(),
+        "the keyword spotter missed both \"hey sigflow\"s"
+    );
+    assert!(!turns.is_empty(), "no turn answered");
+    assert!(turns.len() <= wakes.len(), "more turns than wake words");
+    assert!(
+        segments > 2 * turns.len(),
+        "most speech is not for the assistant"
+    );
+    // Each answered turn began at most `window` after a wake word and ended after it.
+    for t in &turns {
+        let began = events
+            .iter()
+            .filter(|e| e.tag() == "speech_start" && e.sample <= t.sample)
+            .map(|e| e.sample)
+            .max()
+            .expect("the turn's speech start");
+        assert!(
+            wakes.iter().any(|&w| w + window >= began && w <= t.sample),
+            "turn began at {began} with no wake word before it ({wakes:?})"
+        );
+    }
+}
