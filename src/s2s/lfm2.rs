@@ -304,6 +304,18 @@ impl Lfm2 {
     pub fn load(dir: &Path, dtype: DType, threads: usize) -> Result<Lfm2> {
         let cfg = Config::from_file(&dir.join("config.json"))?;
         let ck = Checkpoint::open(dir)?;
+        Lfm2::load_prefixed(&ck, "model", cfg, dtype, threads)
+    }
+
+    /// Load the backbone whose tensors are named `{prefix}.layers.…`, `{prefix}.embed_tokens.weight`,
+    /// `{prefix}.embedding_norm.weight` (`model` in an LFM2 checkpoint, `lfm` inside LFM2-Audio).
+    pub fn load_prefixed(
+        ck: &Checkpoint,
+        prefix: &str,
+        cfg: Config,
+        dtype: DType,
+        threads: usize,
+    ) -> Result<Lfm2> {
         let h = cfg.hidden;
         let mat = |name: &str, rows: usize, cols: usize| ck.matrix(name, rows, cols, dtype);
         let vecf = |name: &str, n: usize| ck.f32(name, &[n]);
@@ -332,7 +344,7 @@ impl Lfm2 {
         };
         let mut layers = Vec::with_capacity(cfg.layers.len());
         for (i, kind) in cfg.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
+            let p = format!("{prefix}.layers.{i}");
             let mixer = match kind {
                 LayerKind::Conv => {
                     let bias = |n: &str, len: usize| -> Result<Option<Vec<f32>>> {
@@ -379,7 +391,7 @@ impl Lfm2 {
                 w2: mat(&format!("{p}.feed_forward.w2.weight"), h, cfg.ff_dim)?,
             });
         }
-        let embed = mat("model.embed_tokens.weight", cfg.vocab_size, h)?;
+        let embed = mat(&format!("{prefix}.embed_tokens.weight"), cfg.vocab_size, h)?;
         let lm_head = if cfg.tied_embeddings && !ck.contains("lm_head.weight") {
             None
         } else if ck.contains("lm_head.weight") {
@@ -387,7 +399,7 @@ impl Lfm2 {
         } else {
             None
         };
-        let final_norm = vecf("model.embedding_norm.weight", h)?;
+        let final_norm = vecf(&format!("{prefix}.embedding_norm.weight"), h)?;
         Ok(Lfm2::from_parts(
             cfg, embed, lm_head, final_norm, layers, threads,
         ))
@@ -547,18 +559,62 @@ impl Lfm2 {
         logits: Option<&mut Vec<f32>>,
         all_logits: bool,
     ) -> Result<()> {
-        let c = &self.cfg;
-        let n = ids.len();
-        if n == 0 {
+        if ids.is_empty() {
             return Ok(());
         }
+        let mut embeds = vec![0.0; ids.len() * self.cfg.hidden];
+        self.embed_tokens(ids, &mut embeds)?;
+        self.forward_embeds(&embeds, st, hidden, logits, all_logits)
+    }
+
+    /// The input embeddings of `ids` (`ids.len() × hidden`) into `out`.
+    pub fn embed_tokens(&self, ids: &[u32], out: &mut [f32]) -> Result<()> {
+        let c = &self.cfg;
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
             return Err(Error::Model(format!(
                 "token id {bad} is outside the vocabulary (size {})",
                 c.vocab_size
             )));
         }
+        ops::embed(&self.embed, ids, &mut out[..ids.len() * c.hidden]);
+        Ok(())
+    }
+
+    /// The text logits (tied to the input embedding, or `lm_head` when the checkpoint has one) of `n` final
+    /// hidden states.
+    pub fn logits_of(&self, hidden: &[f32], n: usize, logits: &mut Vec<f32>, st: &mut Lfm2State) {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        logits.resize(n * self.cfg.vocab_size, 0.0);
+        self.matmul(
+            head,
+            &hidden[..n * self.cfg.hidden],
+            n,
+            logits,
+            &mut st.s.qa,
+        );
+    }
+
+    /// [`Lfm2::forward`] from input embeddings (`n × hidden`, time-major) instead of token ids.
+    pub fn forward_embeds(
+        &self,
+        embeds: &[f32],
+        st: &mut Lfm2State,
+        hidden: &mut Vec<f32>,
+        logits: Option<&mut Vec<f32>>,
+        all_logits: bool,
+    ) -> Result<()> {
+        let c = &self.cfg;
         let h = c.hidden;
+        if !embeds.len().is_multiple_of(h) {
+            return Err(Error::Model(format!(
+                "input embeddings: {} values is not a multiple of the hidden width {h}",
+                embeds.len()
+            )));
+        }
+        let n = embeds.len() / h;
+        if n == 0 {
+            return Ok(());
+        }
         let s = &mut st.s;
         grow(&mut s.x, n * h);
         grow(&mut s.h, n * h);
@@ -571,7 +627,7 @@ impl Lfm2 {
         grow(&mut s.attn, n * c.q_dim());
         grow(&mut s.cos, c.head_dim / 2);
         grow(&mut s.sin, c.head_dim / 2);
-        ops::embed(&self.embed, ids, &mut s.x[..n * h]);
+        s.x[..n * h].copy_from_slice(embeds);
         let pos0 = st.pos;
         for (li, layer) in self.layers.iter().enumerate() {
             for t in 0..n {
