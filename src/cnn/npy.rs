@@ -18,6 +18,80 @@ pub fn read(path: &Path) -> Result<Array> {
 
 /// Parse `.npy` bytes; the error is a message without the file name.
 pub fn parse(bytes: &[u8]) -> Result<Array, String> {
+    let (descr, shape, body) = parse_header(bytes)?;
+    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
+        let d: String = descr.chars().take_while(|&c| c != ',').collect();
+        return Err(format!(
+            "data type {d} is not supported: only little-endian float32 ('<f4')"
+        ));
+    }
+    let n: usize = shape.iter().product();
+    if body.len() != n * 4 {
+        return Err(format!(
+            "shape {shape:?} needs {} bytes of data, the file has {}",
+            n * 4,
+            body.len()
+        ));
+    }
+    let data = body
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok(Array { shape, data })
+}
+
+/// Read an `.npy` file of integers: little-endian int64 or int32, or float32 holding whole numbers.
+/// Returns the shape and the values in C order.
+pub fn read_integers(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let (descr, shape, body) = parse_header(&bytes).map_err(|m| Error::file(path, m))?;
+    let n: usize = shape.iter().product();
+    let d: String = descr.chars().take_while(|&c| c != ',').collect();
+    let width = match d.as_str() {
+        "'<i8'" | "'int64'" => 8,
+        "'<i4'" | "'int32'" | "'<f4'" | "'float32'" => 4,
+        _ => {
+            return Err(Error::file(
+                path,
+                format!("data type {d} is not supported: expected int64, int32 or float32"),
+            ))
+        }
+    };
+    if body.len() != n * width {
+        return Err(Error::file(
+            path,
+            format!(
+                "shape {shape:?} needs {} bytes of data, the file has {}",
+                n * width,
+                body.len()
+            ),
+        ));
+    }
+    let mut values = Vec::with_capacity(n);
+    for (i, c) in body.chunks_exact(width).enumerate() {
+        let v = match d.as_str() {
+            "'<i8'" | "'int64'" => {
+                i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+            }
+            "'<i4'" | "'int32'" => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64,
+            _ => {
+                let f = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                if f.fract() != 0.0 || !f.is_finite() {
+                    return Err(Error::file(
+                        path,
+                        format!("value {f} at index {i} is not a whole number"),
+                    ));
+                }
+                f as i64
+            }
+        };
+        values.push(v);
+    }
+    Ok((shape, values))
+}
+
+/// The header fields (`descr` text, shape) and the data bytes of an `.npy` file.
+fn parse_header(bytes: &[u8]) -> Result<(String, Vec<usize>, &[u8]), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err("not a .npy file (bad magic)".into());
     }
@@ -49,13 +123,7 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
             .ok_or(format!("bad '{key}' in the .npy header"))?
             .trim_start())
     };
-    let descr = field("descr")?;
-    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
-        let d: String = descr.chars().take_while(|&c| c != ',').collect();
-        return Err(format!(
-            "data type {d} is not supported: only little-endian float32 ('<f4')"
-        ));
-    }
+    let descr = field("descr")?.to_string();
     if field("fortran_order")?.starts_with("True") {
         return Err("Fortran-order arrays are not supported: save in C order".into());
     }
@@ -71,23 +139,13 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
                 .map_err(|_| format!("bad dimension {s:?} in the .npy header"))
         })
         .collect::<Result<_, _>>()?;
-    let n = shape
+    shape
         .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .try_fold(1usize, |a, &d| {
+            a.checked_mul(d.max(1)).and_then(|v| v.checked_mul(8))
+        })
         .ok_or("shape too large")?;
-    let body = &bytes[start + hlen..];
-    if body.len() != n * 4 {
-        return Err(format!(
-            "shape {shape:?} needs {} bytes of data, the file has {}",
-            n * 4,
-            body.len()
-        ));
-    }
-    let data = body
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok(Array { shape, data })
+    Ok((descr, shape, &bytes[start + hlen..]))
 }
 
 /// Encode an f32 array as `.npy` (version 1.0).
