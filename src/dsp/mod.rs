@@ -2,6 +2,7 @@
 
 pub mod beats;
 pub mod framer;
+pub mod istft;
 pub mod level;
 pub mod logmel;
 pub mod resample;

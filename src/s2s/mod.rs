@@ -1,7 +1,9 @@
 //! Speech-to-speech model (LFM2-Audio architecture): LFM2 backbone, encoder, depthformer, detokenizer.
 
 pub mod cli;
+pub mod depthformer;
 pub mod lfm2;
+pub mod random_weights;
 pub mod sampling;
 pub mod session;
 pub mod stage;
