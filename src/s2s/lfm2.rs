@@ -55,6 +55,9 @@ pub struct Lfm2ConfigFile {
     pub tie_word_embeddings: Option<bool>,
     #[serde(default)]
     pub tie_embedding: Option<bool>,
+    /// Attention window in positions (the query's own included); absent: unbounded.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
 }
 
 /// Kind of a layer's token mixer.
@@ -80,6 +83,9 @@ pub struct Config {
     pub conv_l: usize,
     pub layers: Vec<LayerKind>,
     pub tied_embeddings: bool,
+    /// Every attention layer sees only its last `sliding_window` positions (the current one included), and the
+    /// KV cache keeps no more than that.
+    pub sliding_window: Option<usize>,
 }
 
 impl Config {
@@ -107,9 +113,10 @@ impl Config {
                 .enumerate()
                 .map(|(i, t)| match t.as_str() {
                     "conv" => Ok(LayerKind::Conv),
-                    "full_attention" => Ok(LayerKind::Attention),
+                    // The window, when configured, applies to every attention layer.
+                    "full_attention" | "sliding_attention" => Ok(LayerKind::Attention),
                     other => Err(format!(
-                        "layer_types[{i}]: unknown layer type `{other}` (expected `conv` or `full_attention`)"
+                        "layer_types[{i}]: unknown layer type `{other}` (expected `conv`, `full_attention` or `sliding_attention`)"
                     )),
                 })
                 .collect::<std::result::Result<_, _>>()?
@@ -160,6 +167,9 @@ impl Config {
                 ff = mult * ff.div_ceil(mult);
             }
         }
+        if f.sliding_window == Some(0) {
+            return Err("sliding_window must be at least 1".into());
+        }
         let conv_l = f.conv_l_cache.unwrap_or(3);
         if conv_l < 1 {
             return Err("conv_L_cache must be at least 1".into());
@@ -177,6 +187,7 @@ impl Config {
             conv_l,
             layers,
             tied_embeddings: f.tie_embedding.or(f.tie_word_embeddings).unwrap_or(true),
+            sliding_window: f.sliding_window,
         })
     }
 
@@ -208,6 +219,7 @@ impl Config {
             layer_types: None,
             tie_word_embeddings: Some(true),
             tie_embedding: None,
+            sliding_window: None,
         };
         Config::from_config_file(&f).ok()
     }
@@ -265,6 +277,8 @@ pub struct Lfm2 {
 /// The streaming state of one sequence: position, per-layer conv state and KV cache, and reusable scratch.
 pub struct Lfm2State {
     pub pos: usize,
+    /// Position of the oldest key in the KV caches (above 0 once a sliding window has dropped older ones).
+    kv_start: usize,
     conv: Vec<Vec<f32>>,
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
@@ -513,6 +527,7 @@ impl Lfm2 {
         let kv = c.kv_dim();
         Lfm2State {
             pos: 0,
+            kv_start: 0,
             conv: c
                 .layers
                 .iter()
@@ -629,6 +644,17 @@ impl Lfm2 {
         grow(&mut s.sin, c.head_dim / 2);
         s.x[..n * h].copy_from_slice(embeds);
         let pos0 = st.pos;
+        if let Some(window) = c.sliding_window {
+            // The new tokens need at most the last `window − 1` cached positions.
+            let drop = (pos0 - st.kv_start).saturating_sub(window - 1);
+            for (k, v) in st.keys.iter_mut().zip(st.values.iter_mut()) {
+                let cut = (drop * c.kv_dim()).min(k.len());
+                k.drain(..cut);
+                v.drain(..cut);
+            }
+            st.kv_start += drop;
+        }
+        let kv_start = st.kv_start;
         for (li, layer) in self.layers.iter().enumerate() {
             for t in 0..n {
                 ops::rms_norm(
@@ -731,11 +757,17 @@ impl Lfm2 {
                             let o = unsafe {
                                 std::slice::from_raw_parts_mut(out.0.add(t * qd + head * hd), hd)
                             };
+                            // Keys from `first` (absolute position) to the query's own.
+                            let first = c
+                                .sliding_window
+                                .map_or(0, |w| (pos0 + t + 1).saturating_sub(w))
+                                .max(kv_start);
+                            let from = (first - kv_start) * kvd;
                             ops::attend_head(
                                 q,
-                                keys,
-                                values,
-                                pos0 + t + 1,
+                                &keys[from..],
+                                &values[from..],
+                                pos0 + t + 1 - first,
                                 head,
                                 group,
                                 c.n_kv_heads,

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod conformer;
 pub mod depthformer;
+pub mod detokenizer;
 pub mod lfm2;
 pub mod mel;
 pub mod random_weights;
