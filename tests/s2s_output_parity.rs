@@ -1,13 +1,224 @@
-//! LFM2-Audio's output pathway: the ISTFT (streaming == batch, and the inverse of an independently computed
-//! "same"-padded STFT), sliding-window attention in the LFM2 (only the window is seen; step decode == prefill),
-//! and the detokenizer's stream against its batch decode.
+//! LFM2-Audio's output pathway against the reference (fixtures from tests/fixtures/gen_lfm2_audio.py, described in
+//! tests/fixtures/lfm2_audio/README.md): depthformer logits and greedy codes, the audio-code feedback embedding,
+//! the detokenizer waveform; and the properties behind them: the ISTFT (streaming == batch, the inverse of an
+//! independently computed "same"-padded STFT), sliding-window attention in the LFM2 (only the window is seen;
+//! chunked decode == prefill), the detokenizer's stream against its batch decode.
 
 use proptest::prelude::*;
 use realfft::num_complex::Complex;
 use sigflow::dsp::istft::Istft;
 use sigflow::kernels::quant::DType;
+use sigflow::s2s::depthformer::{AudioEmbedding, Depthformer, DepthformerConfig, AUDIO_VOCAB};
 use sigflow::s2s::detokenizer::{Detokenizer, CODEBOOKS, CODES, SAMPLES_PER_FRAME};
 use sigflow::s2s::lfm2::{Config, Lfm2, Lfm2ConfigFile};
+use sigflow::s2s::sampling::argmax;
+use sigflow::s2s::weights::Checkpoint;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/lfm2_audio")
+        .join(name)
+}
+
+fn read_f32(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let a = sigflow::cnn::npy::read(&fixture(name)).unwrap();
+    (a.shape, a.data)
+}
+
+/// A little-endian int64 `.npy` file (C order): shape and values.
+fn read_i64(name: &str) -> (Vec<usize>, Vec<i64>) {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name}");
+    let (hlen, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    assert!(
+        header.contains("'<i8'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let dims = &header[header.find("'shape': (").unwrap() + 10..];
+    let shape: Vec<usize> = dims[..dims.find(')').unwrap()]
+        .split(',')
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| d.trim().parse().unwrap())
+        .collect();
+    let values: Vec<i64> = bytes[start + hlen..]
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}");
+    (shape, values)
+}
+
+/// The `depthformer` section, `codebooks` and the backbone width of the fixture's `config.json`.
+fn model_config() -> (DepthformerConfig, usize, usize) {
+    let text = std::fs::read_to_string(fixture("checkpoint/config.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let df: DepthformerConfig = serde_json::from_value(v["depthformer"].clone()).unwrap();
+    let codebooks = v["codebooks"].as_u64().unwrap() as usize;
+    let hidden = v["lfm"]["hidden_size"].as_u64().unwrap() as usize;
+    (df, codebooks, hidden)
+}
+
+#[test]
+fn depthformer_matches_reference_logits_and_greedy_codes() {
+    let (cfg, codebooks, hidden) = model_config();
+    let ck = Checkpoint::open(&fixture("checkpoint")).unwrap();
+    let df = Depthformer::load(&ck, &cfg, hidden, codebooks, DType::F32, 2).unwrap();
+    let (hs, inputs) = read_f32("depth_hidden.npy");
+    let (ls, logits) = read_f32("depthformer_logits.npy");
+    let (_, codes) = read_i64("depth_codes.npy");
+    assert_eq!(ls, vec![hs[0], codebooks, AUDIO_VOCAB]);
+    let mut worst = 0f32;
+    let mut df_first: Vec<f32> = Vec::new();
+    for (f, x) in inputs.chunks_exact(hidden).enumerate() {
+        let mut got = Vec::new();
+        let frame = df.frame(x, &mut |i, l| {
+            assert_eq!(got.len(), i);
+            got.push(l.to_vec());
+            argmax(l)
+        });
+        for (i, l) in got.iter().enumerate() {
+            let at = (f * codebooks + i) * AUDIO_VOCAB;
+            let err = max_rel_diff(l, &logits[at..at + AUDIO_VOCAB]);
+            assert!(
+                err < 1e-4,
+                "frame {f}, codebook {i}: logits differ by {err}"
+            );
+            worst = worst.max(err);
+            if at == 0 {
+                df_first = l.clone();
+            }
+        }
+        let want: Vec<u32> = codes[f * codebooks..(f + 1) * codebooks]
+            .iter()
+            .map(|&c| c as u32)
+            .collect();
+        assert_eq!(frame, want, "frame {f}");
+    }
+    eprintln!(
+        "depthformer logits: worst max|diff| / max|ref| = {worst:.3e} (e.g. {:?} vs {:?})",
+        &df_first[..3],
+        &logits[..3]
+    );
+}
+
+#[test]
+fn depthformer_follows_the_picked_codes() {
+    // A sampled pick (here: a fixed non-greedy code) changes what later codebooks see.
+    let (cfg, codebooks, hidden) = model_config();
+    let ck = Checkpoint::open(&fixture("checkpoint")).unwrap();
+    let df = Depthformer::load(&ck, &cfg, hidden, codebooks, DType::F32, 1).unwrap();
+    let (_, inputs) = read_f32("depth_hidden.npy");
+    let x = &inputs[..hidden];
+    let mut greedy = Vec::new();
+    df.frame(x, &mut |_, l| {
+        greedy.push(l.to_vec());
+        argmax(l)
+    });
+    let mut forced = Vec::new();
+    let codes = df.frame(x, &mut |_, l| {
+        forced.push(l.to_vec());
+        7
+    });
+    assert_eq!(codes, vec![7; codebooks]);
+    assert_eq!(forced[0], greedy[0]);
+    assert!(max_rel_diff(&forced[1], &greedy[1]) > 1e-3);
+}
+
+#[test]
+fn audio_embedding_sums_the_codebook_rows_of_the_checkpoint() {
+    let (_, codebooks, hidden) = model_config();
+    let ck = Checkpoint::open(&fixture("checkpoint")).unwrap();
+    let emb = AudioEmbedding::load(&ck, codebooks, hidden).unwrap();
+    let table = ck
+        .f32(
+            "audio_embedding.embedding.weight",
+            &[codebooks * AUDIO_VOCAB, hidden],
+        )
+        .unwrap();
+    // The first generated audio frame of the interleaved run (its rows are among the non-zero ones).
+    let (_, codes) = read_i64("detok_codes.npy");
+    let frame: Vec<u32> = codes[..codebooks].iter().map(|&c| c as u32).collect();
+    let mut out = vec![0f32; hidden];
+    emb.embed(&frame, &mut out);
+    let mut want = vec![0f32; hidden];
+    for (i, &c) in frame.iter().enumerate() {
+        let r = (c as usize + i * AUDIO_VOCAB) * hidden;
+        for j in 0..hidden {
+            want[j] += table[r + j];
+        }
+    }
+    assert!(max_abs(&want) > 0.0);
+    assert!(max_rel_diff(&out, &want) < 1e-6);
+}
+
+fn fixture_detokenizer(threads: usize) -> Detokenizer {
+    Detokenizer::load(
+        &fixture("checkpoint/audio_detokenizer"),
+        DType::F32,
+        threads,
+    )
+    .unwrap()
+}
+
+fn fixture_detok_codes() -> (usize, Vec<u32>) {
+    let (shape, codes) = read_i64("detok_codes.npy");
+    assert_eq!(shape[1], CODEBOOKS);
+    (shape[0], codes.iter().map(|&c| c as u32).collect())
+}
+
+#[test]
+fn detokenizer_matches_reference_waveform() {
+    let det = fixture_detokenizer(2);
+    assert_eq!(det.lfm_config().sliding_window, Some(30));
+    let (frames, codes) = fixture_detok_codes();
+    let (_, want) = read_f32("detok_wave.npy");
+    let got = det.decode(&codes, frames).unwrap();
+    assert_eq!(got.len(), want.len());
+    let err = max_rel_diff(&got, &want);
+    eprintln!(
+        "detokenizer waveform: max|diff| / max|ref| = {err:.3e} (max|ref| {:.3e}, first {:?} vs {:?})",
+        max_abs(&want),
+        &got[..3],
+        &want[..3]
+    );
+    assert!(
+        err < 1e-4,
+        "waveform differs by {err} (max|diff| / max|ref|)"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// The fixture's 10 frames pushed in random groups, then finished, give the batch waveform.
+    #[test]
+    fn fixture_detokenizer_stream_equals_decode(groups in prop::collection::vec(1usize..4, 1..10)) {
+        let det = fixture_detokenizer(1);
+        let (frames, codes) = fixture_detok_codes();
+        let batch = det.decode(&codes, frames).unwrap();
+        let mut left = frames;
+        let mut sizes = Vec::new();
+        for g in groups.into_iter().chain(std::iter::repeat(1)) {
+            if left == 0 {
+                break;
+            }
+            let g = g.min(left);
+            sizes.push(g);
+            left -= g;
+        }
+        let streamed = stream_in_groups(&det, &codes, &sizes);
+        prop_assert!(max_rel_diff(&streamed, &batch) < 1e-5, "groups {:?}", sizes);
+    }
+}
 
 /// A deterministic pseudo-random sequence in [-1, 1).
 fn noise(seed: u64, n: usize) -> Vec<f32> {
@@ -291,6 +502,7 @@ fn random_detokenizer_stream_equals_decode() {
     for groups in [vec![1; 8], vec![3, 1, 4], vec![8]] {
         let streamed = stream_in_groups(&det, &codes, &groups);
         let err = max_rel_diff(&streamed, &batch);
+        eprintln!("random detokenizer, groups {groups:?}: stream vs batch {err:.3e}");
         assert!(err < 1e-5, "groups {groups:?}: {err}");
     }
 }
