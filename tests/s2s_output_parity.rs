@@ -518,3 +518,51 @@ fn detokenizer_refuses_bad_codes() {
     let mut st = det.stream();
     assert!(st.push(&codes[..5]).is_err());
 }
+
+#[test]
+fn load_errors_name_the_file_and_the_tensor() {
+    // The detokenizer's checkpoint has no depthformer: the error names the missing tensor and the file.
+    let (cfg, codebooks, hidden) = model_config();
+    let ck = Checkpoint::open(&fixture("checkpoint/audio_detokenizer")).unwrap();
+    let e = Depthformer::load(&ck, &cfg, hidden, codebooks, DType::F32, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("depthformer.layers.0.operator_norm.weight") && e.contains("model.safetensors"),
+        "{e}"
+    );
+    let e = AudioEmbedding::load(&ck, codebooks, hidden)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("audio_embedding.embedding.weight"), "{e}");
+    // A width that does not match the checkpoint: the tensor and both shapes are named.
+    let ck = Checkpoint::open(&fixture("checkpoint")).unwrap();
+    let e = Depthformer::load(&ck, &cfg, hidden + 32, codebooks, DType::F32, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("depth_linear.weight") && e.contains("expected"),
+        "{e}"
+    );
+    // A detokenizer directory without weights, and one without a config.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("checkpoint/audio_detokenizer/config.json"),
+        tmp.path().join("config.json"),
+    )
+    .unwrap();
+    let e = Detokenizer::load(tmp.path(), DType::F32, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    let e = Detokenizer::load(empty.path(), DType::F32, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("config.json"), "{e}");
+}
