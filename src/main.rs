@@ -41,6 +41,10 @@ enum Command {
     Infer(sigflow::cnn::cli::InferArgs),
     /// Run an LFM2 checkpoint on token ids and print the generated ids (comma-separated).
     Generate(sigflow::s2s::cli::GenerateArgs),
+    /// Answer one user turn (WAV) with an LFM2-Audio checkpoint: reply audio, text and the generated items.
+    S2s(sigflow::s2s::cli::S2sArgs),
+    /// Turn LFM2-Audio codes ([frames, 8] .npy) into the 24 kHz waveform (.npy).
+    Detokenize(sigflow::s2s::cli::DetokenizeArgs),
 }
 
 #[derive(Subcommand)]
@@ -51,6 +55,8 @@ enum BenchCommand {
     Cnn(sigflow::cnn::cli::BenchCnnArgs),
     /// LFM2 backbone throughput with random weights of the published shapes, against the bandwidth roofline.
     Lfm2(sigflow::s2s::cli::BenchLfm2Args),
+    /// LFM2-Audio-1.5B shapes with random weights: real-time factor of interleaved generation and time to first audio.
+    S2s(sigflow::s2s::cli::BenchS2sArgs),
 }
 
 fn run(cli: Cli) -> sigflow::Result<()> {
@@ -98,9 +104,12 @@ fn run(cli: Cli) -> sigflow::Result<()> {
             BenchCommand::Pipeline(args) => sigflow::pipeline::bench::run(&args),
             BenchCommand::Cnn(args) => sigflow::cnn::cli::bench(&args),
             BenchCommand::Lfm2(args) => sigflow::s2s::cli::bench_lfm2(&args),
+            BenchCommand::S2s(args) => sigflow::s2s::cli::bench_s2s(&args),
         },
         Command::Infer(args) => sigflow::cnn::cli::infer(&args),
         Command::Generate(args) => sigflow::s2s::cli::generate(&args),
+        Command::S2s(args) => sigflow::s2s::cli::s2s(&args),
+        Command::Detokenize(args) => sigflow::s2s::cli::detokenize(&args),
     }
 }
 
