@@ -709,12 +709,18 @@ pub fn bench_s2s_one(
     use crate::s2s::generate::Conversation;
     use crate::s2s::lfm2_audio::{Lfm2Audio, Lfm2AudioConfig, Segment, END_OF_AUDIO};
     use crate::s2s::sampling::argmax;
+    let built = Instant::now();
     let model = std::sync::Arc::new(Lfm2Audio::random(
         Lfm2AudioConfig::lfm2_audio_1_5b(),
         dtype,
         threads,
         42,
     )?);
+    eprintln!(
+        "bench s2s {} threads={threads}: random LFM2-Audio-1.5B built in {:.1} s",
+        dtype.name(),
+        built.elapsed().as_secs_f64()
+    );
     let detok = model
         .detokenizer
         .as_ref()
