@@ -566,3 +566,48 @@ fn load_errors_name_the_file_and_the_tensor() {
         .to_string();
     assert!(e.contains("config.json"), "{e}");
 }
+
+/// Weights quantised at load (bf16, q8, q4) stay near the f32 results: codebook 0's logits (no feedback from an
+/// earlier pick) and the detokenizer waveform.
+#[test]
+fn quantised_output_pathway_stays_close_to_f32() {
+    let (cfg, codebooks, hidden) = model_config();
+    let ck = Checkpoint::open(&fixture("checkpoint")).unwrap();
+    let (_, inputs) = read_f32("depth_hidden.npy");
+    let first_logits = |dt: DType| {
+        let df = Depthformer::load(&ck, &cfg, hidden, codebooks, dt, 1).unwrap();
+        let mut l0 = Vec::new();
+        for x in inputs.chunks_exact(hidden) {
+            df.frame(x, &mut |i, l| {
+                if i == 0 {
+                    l0.extend_from_slice(l);
+                }
+                argmax(l)
+            });
+        }
+        l0
+    };
+    let (frames, codes) = fixture_detok_codes();
+    let wave = |dt: DType| {
+        Detokenizer::load(&fixture("checkpoint/audio_detokenizer"), dt, 1)
+            .unwrap()
+            .decode(&codes, frames)
+            .unwrap()
+    };
+    let (l32, w32) = (first_logits(DType::F32), wave(DType::F32));
+    for (dt, tol_logits, tol_wave) in [
+        // The detokenizer's matrices are stored in bf16, so bf16 is exact for it.
+        (DType::Bf16, 0.01, 1e-6),
+        (DType::Q8, 0.05, 0.1),
+        // 4-bit blocks of 32 are coarse on these tiny random matrices (measured: 0.28 and 0.29).
+        (DType::Q4, 0.5, 0.5),
+    ] {
+        let el = max_rel_diff(&first_logits(dt), &l32);
+        let ew = max_rel_diff(&wave(dt), &w32);
+        eprintln!(
+            "{}: codebook-0 logits {el:.3e}, waveform {ew:.3e}",
+            dt.name()
+        );
+        assert!(el < tol_logits && ew < tol_wave, "{}: {el} {ew}", dt.name());
+    }
+}
