@@ -421,18 +421,30 @@ impl Compute {
 
 /// One depthwise stride-2 stage of the subsampling: depthwise 3×3 conv, pointwise conv, ReLU.
 struct DwStage {
-    /// `C × 9`.
+    /// Tap-major `9 × C` (tap = 3·row + column).
     dw_w: Vec<f32>,
     dw_b: Vec<f32>,
     pw: Linear,
 }
 
 struct Subsampling {
-    /// First conv, one input channel: `C × 9`.
+    /// First conv, one input channel, tap-major: `9 × C`.
     conv0_w: Vec<f32>,
     conv0_b: Vec<f32>,
     stages: Vec<DwStage>,
     out: Linear,
+}
+
+/// A per-channel kernel `channels × taps` rearranged tap-major (`taps × channels`), so that the inner loops over
+/// channels read contiguous weights.
+fn taps_major(w: &[f32], channels: usize, taps: usize) -> Vec<f32> {
+    let mut t = vec![0f32; channels * taps];
+    for c in 0..channels {
+        for j in 0..taps {
+            t[j * channels + c] = w[c * taps + j];
+        }
+    }
+    t
 }
 
 /// Output length of a 3-tap, stride-2 conv padded by 1 on both sides.
@@ -443,14 +455,22 @@ fn halve(n: usize) -> usize {
 impl Subsampling {
     fn load(src: &mut dyn TensorSource, dims: &Dims, dtype: DType) -> Result<Subsampling> {
         let c = dims.channels;
-        let conv0_w = src.tensor("pre_encode.conv.0.weight", &[c, 1, 3, 3])?;
+        let conv0_w = taps_major(
+            &src.tensor("pre_encode.conv.0.weight", &[c, 1, 3, 3])?,
+            c,
+            9,
+        );
         let conv0_b = src.tensor("pre_encode.conv.0.bias", &[c])?;
         let mut stages = Vec::new();
         for i in 0..dims.stages - 1 {
             let dw = 3 * i + 2;
             let pw = 3 * i + 3;
             stages.push(DwStage {
-                dw_w: src.tensor(&format!("pre_encode.conv.{dw}.weight"), &[c, 1, 3, 3])?,
+                dw_w: taps_major(
+                    &src.tensor(&format!("pre_encode.conv.{dw}.weight"), &[c, 1, 3, 3])?,
+                    c,
+                    9,
+                ),
                 dw_b: src.tensor(&format!("pre_encode.conv.{dw}.bias"), &[c])?,
                 pw: Linear::load(
                     src,
@@ -508,8 +528,9 @@ impl Subsampling {
                                 continue;
                             }
                             let v = mel[ti as usize * fi + fj as usize];
-                            for (ch, o) in out.iter_mut().enumerate() {
-                                *o += w[ch * 9 + i * 3 + j] * v;
+                            let wt = &w[(i * 3 + j) * c..][..c];
+                            for (o, &wv) in out.iter_mut().zip(wt) {
+                                *o += wv * v;
                             }
                         }
                     }
@@ -542,8 +563,9 @@ impl Subsampling {
                                     continue;
                                 }
                                 let inp = &src[(ti as usize * f + fj as usize) * c..][..c];
-                                for (ch, (o, &v)) in out.iter_mut().zip(inp).enumerate() {
-                                    *o += st.dw_w[ch * 9 + i * 3 + j] * v;
+                                let wt = &st.dw_w[(i * 3 + j) * c..][..c];
+                                for ((o, &v), &wv) in out.iter_mut().zip(inp).zip(wt) {
+                                    *o += wv * v;
                                 }
                             }
                         }
@@ -693,7 +715,7 @@ impl RelAttention {
 
 struct ConvModule {
     pw1: Linear,
-    /// Depthwise kernel with the BatchNorm folded in: `d × kernel`.
+    /// Depthwise kernel with the BatchNorm folded in, tap-major: `kernel × d`.
     dw_w: Vec<f32>,
     dw_b: Vec<f32>,
     pw2: Linear,
@@ -723,6 +745,7 @@ impl ConvModule {
             }
             dw_b[c] = (dw_b[c] - mean[c]) * s + beta[c];
         }
+        let dw_w = taps_major(&dw_w, d, k);
         let pw2 = Linear::load(
             src,
             &format!("{name}.pointwise_conv2"),
@@ -767,8 +790,9 @@ impl ConvModule {
                     continue;
                 }
                 let gr = &g[ti as usize * d..(ti as usize + 1) * d];
-                for c in 0..d {
-                    yr[c] += self.dw_w[c * k + j] * gr[c];
+                let wt = &self.dw_w[j * d..(j + 1) * d];
+                for ((y, &gv), &wv) in yr.iter_mut().zip(gr).zip(wt) {
+                    *y += wv * gv;
                 }
             }
             for v in yr.iter_mut() {
