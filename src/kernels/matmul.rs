@@ -176,6 +176,33 @@ pub fn matmul_input(
                 r += MR;
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        if let (Path::Avx2, true, WeightData::F32(v), Input::F32 { x, .. }) =
+            (path, w.packed, &w.data, inp)
+        {
+            // Two rows of one packed group per tile: each loaded activation vector feeds two FMAs and each
+            // weight vector four, and half the horizontal sums (the many-token products of encoders).
+            const MR: usize = 2;
+            let mut acc2 = [[0f32; NT]; MR];
+            while r + MR <= r1 {
+                let mut t0 = 0;
+                while t0 < n {
+                    let nt = (n - t0).min(NT);
+                    // SAFETY: `Path::Avx2` is only selected when AVX2 and FMA were detected; the layout is packed
+                    // (rows a multiple of 4, tasks start at multiples of 4, so rows r, r + 1 share a group) and
+                    // tokens t0..t0 + nt < n.
+                    unsafe { avx2::tile_rows_f32::<MR>(w, v, r, x, t0, nt, &mut acc2) };
+                    for (m, accm) in acc2.iter().enumerate() {
+                        for (i, &val) in accm.iter().enumerate().take(nt) {
+                            // SAFETY: inside `y` (n × rows); each element is written by exactly one task.
+                            unsafe { *out.0.add((t0 + i) * rows + r + m) = val };
+                        }
+                    }
+                    t0 += nt;
+                }
+                r += MR;
+            }
+        }
         for r in r..r1 {
             let mut t0 = 0;
             while t0 < n {
@@ -228,6 +255,82 @@ mod avx2 {
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         _mm_cvtss_f32(s)
+    }
+
+    /// `MR` rows `r0..r0 + MR` of packed f32 weights `v` (inside one 4-row group) against tokens `t0..t0 + nt`
+    /// (`nt ≤ NT`): `out[m][i] = dot(W[r0 + m], x[t0 + i])`.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; `w` packed with data `v`, rows `r0..r0 + MR` in one group, tokens `t0 + nt` within `x`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile_rows_f32<const MR: usize>(
+        w: &Weights,
+        v: &[f32],
+        r0: usize,
+        x: &[f32],
+        t0: usize,
+        nt: usize,
+        out: &mut [[f32; NT]; MR],
+    ) {
+        // Monomorphise on the token count so the accumulators stay in registers.
+        match nt {
+            // SAFETY: same contract as this function.
+            1 => unsafe { tile_rows_f32_n::<MR, 1>(w, v, r0, x, t0, out) },
+            // SAFETY: same contract as this function.
+            2 => unsafe { tile_rows_f32_n::<MR, 2>(w, v, r0, x, t0, out) },
+            // SAFETY: same contract as this function.
+            3 => unsafe { tile_rows_f32_n::<MR, 3>(w, v, r0, x, t0, out) },
+            // SAFETY: same contract as this function.
+            _ => unsafe { tile_rows_f32_n::<MR, NT>(w, v, r0, x, t0, out) },
+        }
+    }
+
+    /// [`tile_rows_f32`] for exactly `N` tokens.
+    ///
+    /// # Safety
+    /// As [`tile_rows_f32`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by row and token
+    unsafe fn tile_rows_f32_n<const MR: usize, const N: usize>(
+        w: &Weights,
+        v: &[f32],
+        r0: usize,
+        x: &[f32],
+        t0: usize,
+        out: &mut [[f32; NT]; MR],
+    ) {
+        let c = w.cols;
+        let vstep = w.vstep();
+        let mut vs = [0usize; MR];
+        for m in 0..MR {
+            vs[m] = w.vstart(r0 + m);
+        }
+        let mut acc = [[_mm256_setzero_ps(); N]; MR];
+        for p in 0..c / CHUNK {
+            for q in 0..CHUNK / 8 {
+                let col = p * CHUNK + q * 8;
+                let mut xv = [_mm256_setzero_ps(); N];
+                for i in 0..N {
+                    // SAFETY: token row t0 + i of `x` has c values; col + 8 ≤ c.
+                    xv[i] = unsafe { _mm256_loadu_ps(x.as_ptr().add((t0 + i) * c + col)) };
+                }
+                for m in 0..MR {
+                    // SAFETY: values 8q..8q + 8 of chunk p of row r0 + m are contiguous inside `v`.
+                    let wv = unsafe { _mm256_loadu_ps(v.as_ptr().add(vs[m] + p * vstep + q * 8)) };
+                    for i in 0..N {
+                        acc[m][i] = _mm256_fmadd_ps(wv, xv[i], acc[m][i]);
+                    }
+                }
+            }
+        }
+        for m in 0..MR {
+            for i in 0..N {
+                // SAFETY: AVX2 is enabled for this function.
+                out[m][i] = unsafe { hsum(acc[m][i]) };
+            }
+        }
     }
 
     /// # Safety
@@ -508,6 +611,16 @@ mod tests {
             }
             for dtype in [DType::F32, DType::Bf16] {
                 check(dtype, rows, blocks * QK + odd, n, seed);
+            }
+        }
+
+        #[test]
+        fn packed_many_token_products_match_the_scalar_reference(
+            groups in 1usize..12, chunks in 1usize..5, n in 1usize..14, seed in any::<u64>()
+        ) {
+            // Packed layouts (rows a multiple of 4, cols of 64) take the multi-row tiles.
+            for dtype in [DType::F32, DType::Bf16, DType::Q8, DType::Q4] {
+                check(dtype, groups * 4, chunks * 64, n, seed);
             }
         }
     }
