@@ -210,7 +210,7 @@ mod tests {
         b.truncate(b.len() - 1);
         assert!(parse(&b).unwrap_err().contains("needs 12 bytes"));
         let h =
-            b"\x93NUMPY\x01\x00\x30\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }\n";
+            b"\x93NUMPY\x01\x00\x3a\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }\n";
         assert!(parse(h).unwrap_err().contains("<f8"));
     }
 }
