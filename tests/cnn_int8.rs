@@ -10,7 +10,6 @@ use proptest::prelude::*;
 use sigflow::cnn::exec::nrmse;
 use sigflow::cnn::{import, int8, Engine, Graph, Mode, Plan};
 use sigflow::kernels::conv::ConvKernels;
-use sigflow::kernels::isa::Isa;
 use std::sync::Arc;
 
 /// Bound on the NRMSE of an int8 model's output against the f32 reference, on every fixture.
@@ -23,18 +22,7 @@ fn quantized(path: &std::path::Path) -> Arc<Graph> {
 }
 
 fn kernel_levels() -> Vec<ConvKernels> {
-    let det = Isa::detect();
-    let mut v = vec![ConvKernels::for_isa(Isa::scalar())];
-    if det.avx2_fma {
-        v.push(ConvKernels::for_isa(Isa {
-            avx2_fma: true,
-            ..Isa::default()
-        }));
-    }
-    if det.avx512f {
-        v.push(ConvKernels::for_isa(det));
-    }
-    v
+    ConvKernels::available()
 }
 
 #[test]

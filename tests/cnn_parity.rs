@@ -7,22 +7,10 @@ mod common;
 use common::*;
 use sigflow::cnn::{import, Engine, Mode, Plan};
 use sigflow::kernels::conv::ConvKernels;
-use sigflow::kernels::isa::Isa;
 use std::sync::Arc;
 
 fn kernel_levels() -> Vec<ConvKernels> {
-    let det = Isa::detect();
-    let mut v = vec![ConvKernels::for_isa(Isa::scalar())];
-    if det.avx2_fma {
-        v.push(ConvKernels::for_isa(Isa {
-            avx2_fma: true,
-            ..Isa::default()
-        }));
-    }
-    if det.avx512f {
-        v.push(ConvKernels::for_isa(det));
-    }
-    v
+    ConvKernels::available()
 }
 
 #[test]

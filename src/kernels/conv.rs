@@ -79,6 +79,23 @@ pub struct ConvKernels {
 }
 
 impl ConvKernels {
+    /// Every kernel level this machine can run, scalar reference first (for tests and benchmarks that compare
+    /// each level against the reference).
+    pub fn available() -> Vec<ConvKernels> {
+        let det = Isa::detect();
+        let mut v = vec![ConvKernels::for_isa(Isa::scalar())];
+        if det.avx2_fma {
+            v.push(ConvKernels::for_isa(Isa {
+                avx2_fma: true,
+                ..Isa::default()
+            }));
+        }
+        if det.avx512f {
+            v.push(ConvKernels::for_isa(det));
+        }
+        v
+    }
+
     /// The best kernels `isa` allows.
     pub fn for_isa(isa: Isa) -> ConvKernels {
         #[cfg(target_arch = "x86_64")]
@@ -638,18 +655,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn all_kernels() -> Vec<ConvKernels> {
-        let det = Isa::detect();
-        let mut v = vec![ConvKernels::for_isa(Isa::scalar())];
-        if det.avx2_fma {
-            v.push(ConvKernels::for_isa(Isa {
-                avx2_fma: true,
-                ..Isa::default()
-            }));
-        }
-        if det.avx512f {
-            v.push(ConvKernels::for_isa(det));
-        }
-        v
+        ConvKernels::available()
     }
 
     fn close(a: &[f32], b: &[f32], scale: f32) -> bool {

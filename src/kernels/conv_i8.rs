@@ -476,22 +476,10 @@ pub(super) mod x86 {
 mod tests {
     use super::*;
     use crate::kernels::conv::ConvKernels;
-    use crate::kernels::isa::Isa;
     use proptest::prelude::*;
 
     fn all_kernels() -> Vec<ConvKernels> {
-        let det = Isa::detect();
-        let mut v = vec![ConvKernels::for_isa(Isa::scalar())];
-        if det.avx2_fma {
-            v.push(ConvKernels::for_isa(Isa {
-                avx2_fma: true,
-                ..Isa::default()
-            }));
-        }
-        if det.avx512f {
-            v.push(ConvKernels::for_isa(det));
-        }
-        v
+        ConvKernels::available()
     }
 
     fn vals(n: usize, seed: u64) -> Vec<f32> {
