@@ -25,7 +25,7 @@ use crate::kernels::quant::{DType, QuantActs, Weights, QK};
 use crate::s2s::weights::Checkpoint;
 use crate::{Error, Result};
 use serde::Deserialize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// LayerNorm and BatchNorm epsilon (PyTorch's defaults, which NeMo keeps).
 const NORM_EPS: f32 = 1e-5;
@@ -387,14 +387,14 @@ impl LayerNorm {
 
 /// Matrix products on one pool.
 struct Compute {
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
     path: KernelPath,
 }
 
 impl Compute {
     fn new(threads: usize) -> Compute {
         Compute {
-            pool: ThreadPool::new(threads),
+            pool: Arc::new(ThreadPool::new(threads)),
             path: KernelPath::best(),
         }
     }
@@ -892,6 +892,11 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// Run the encoder's kernels on `pool` (shared with the other parts of a speech model).
+    pub fn use_pool(&mut self, pool: Arc<ThreadPool>) {
+        self.cx.pool = pool;
+    }
+
     /// Load the tensors under `prefix` (the published checkpoint uses `conformer`).
     pub fn load(
         ck: &Checkpoint,
@@ -990,6 +995,11 @@ pub struct Adapter {
 }
 
 impl Adapter {
+    /// Run the adapter's kernels on `pool` (shared with the other parts of a speech model).
+    pub fn use_pool(&mut self, pool: Arc<ThreadPool>) {
+        self.cx.pool = pool;
+    }
+
     /// Load `{prefix}.model.{0,1,3}` (LayerNorm, Linear in → out, Linear out → out).
     pub fn load(
         ck: &Checkpoint,

@@ -20,6 +20,7 @@ use crate::s2s::random_weights::WeightRng;
 use crate::s2s::weights::Checkpoint;
 use crate::{Error, Result};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Codes per codebook plus the end-of-audio code.
 pub const AUDIO_VOCAB: usize = 2049;
@@ -113,7 +114,7 @@ pub struct Depthformer {
     blocks: Vec<Block>,
     heads: Vec<CodebookHead>,
     inv_freq: Vec<f32>,
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
 }
 
 /// Working buffers of one frame.
@@ -230,7 +231,7 @@ impl Depthformer {
             blocks,
             heads,
             inv_freq: ops::rope_inv_freq(hd, ROPE_THETA),
-            pool: ThreadPool::new(threads),
+            pool: Arc::new(ThreadPool::new(threads)),
         })
     }
 
@@ -285,8 +286,13 @@ impl Depthformer {
             blocks,
             heads,
             inv_freq: ops::rope_inv_freq(hd, ROPE_THETA),
-            pool: ThreadPool::new(threads),
+            pool: Arc::new(ThreadPool::new(threads)),
         })
+    }
+
+    /// Run the depthformer's kernels on `pool` (shared with the backbone).
+    pub fn use_pool(&mut self, pool: Arc<ThreadPool>) {
+        self.pool = pool;
     }
 
     pub fn config(&self) -> &DepthformerConfig {

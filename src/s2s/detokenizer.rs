@@ -23,6 +23,7 @@ use crate::s2s::weights::Checkpoint;
 use crate::{Error, Result};
 use realfft::num_complex::Complex;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Codebooks per frame.
 pub const CODEBOOKS: usize = 8;
@@ -48,8 +49,6 @@ pub struct Detokenizer {
     lin: Weights,
     lin_bias: Vec<f32>,
     istft: Istft,
-    /// `lin` is small: one thread, so it never competes with the LFM2's pool.
-    lin_pool: ThreadPool,
 }
 
 impl Detokenizer {
@@ -138,8 +137,13 @@ impl Detokenizer {
             lin,
             lin_bias,
             istft: Istft::new(N_FFT, HOP).map_err(Error::Model)?,
-            lin_pool: ThreadPool::new(1),
         })
+    }
+
+    /// Run every kernel of the detokenizer on `pool` (shared with the other parts of a speech model, so one set of
+    /// worker threads serves them all).
+    pub fn use_pool(&mut self, pool: Arc<ThreadPool>) {
+        self.lfm.use_pool(pool);
     }
 
     /// The LFM2's configuration (width, layers, window).
@@ -235,7 +239,7 @@ impl Detokenizer {
             n,
             &mut y,
             &mut qa,
-            &self.lin_pool,
+            self.lfm.pool(),
         );
         out.clear();
         for row in y.chunks_exact(2 * BINS) {

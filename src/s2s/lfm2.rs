@@ -18,6 +18,7 @@ use crate::s2s::weights::Checkpoint;
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
+use std::sync::Arc;
 
 /// `config.json` of an LFM2 checkpoint (the keys sigflow reads; others are ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -270,7 +271,7 @@ pub struct Lfm2 {
     final_norm: Vec<f32>,
     layers: Vec<Layer>,
     inv_freq: Vec<f32>,
-    pool: ThreadPool,
+    pool: Arc<ThreadPool>,
     path: KernelPath,
 }
 
@@ -435,7 +436,7 @@ impl Lfm2 {
             final_norm,
             layers,
             inv_freq,
-            pool: ThreadPool::new(threads),
+            pool: Arc::new(ThreadPool::new(threads)),
             path: KernelPath::best(),
         }
     }
@@ -519,6 +520,22 @@ impl Lfm2 {
 
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// The pool the model's kernels run on.
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    /// A handle to the pool, to run other models' kernels on the same workers.
+    pub fn shared_pool(&self) -> Arc<ThreadPool> {
+        Arc::clone(&self.pool)
+    }
+
+    /// Run the model's kernels on `pool` instead of its own: the parts of a speech model share one pool, so no
+    /// idle worker of one part spins on a core another part needs.
+    pub fn use_pool(&mut self, pool: Arc<ThreadPool>) {
+        self.pool = pool;
     }
 
     /// A fresh state (empty caches). `capacity` reserves KV-cache room for that many positions.

@@ -22,6 +22,7 @@ use crate::s2s::weights::Checkpoint;
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Codes per codebook, plus one: code 2048 ends the audio of a reply.
 pub const AUDIO_VOCAB: usize = 2049;
@@ -168,7 +169,8 @@ impl Lfm2Audio {
             depthformer,
             audio_embedding,
             detokenizer,
-        })
+        }
+        .sharing_one_pool())
     }
 
     /// A model with random weights of the shapes in `cfg` (the detokenizer has the published shape).
@@ -202,7 +204,21 @@ impl Lfm2Audio {
             depthformer,
             audio_embedding,
             detokenizer,
-        })
+        }
+        .sharing_one_pool())
+    }
+
+    /// Every part runs its kernels on the backbone's pool: the parts run one after another, and separate pools
+    /// would leave each one's idle workers spinning on the cores the next part needs.
+    fn sharing_one_pool(mut self) -> Self {
+        let pool = self.lfm.shared_pool();
+        self.encoder.use_pool(Arc::clone(&pool));
+        self.adapter.use_pool(Arc::clone(&pool));
+        self.depthformer.use_pool(Arc::clone(&pool));
+        if let Some(d) = &mut self.detokenizer {
+            d.use_pool(pool);
+        }
+        self
     }
 
     pub fn hidden(&self) -> usize {
