@@ -49,3 +49,43 @@ fn full_window_matches_onnx_runtime() {
         }
     }
 }
+
+/// The exporters spell GELU as `x · (1 + erf(x/√2)) · 0.5` and SiLU as `x · sigmoid(x)`: the importer fuses both
+/// into single activations, which then fold into the convolutions before them (legacy and dynamo exports alike),
+/// so no Erf, Sigmoid or Mul is left to run; the parity test above checks the values.
+#[test]
+fn gelu_and_silu_decompositions_are_fused_into_the_convolutions() {
+    use sigflow::cnn::ir::{Op, Unary};
+    for name in ["gelu", "gelu_dynamo"] {
+        let g = import::load(&fixtures().join(format!("{name}.onnx"))).expect("fixture loads");
+        let live = g.live();
+        let ops: Vec<&str> = g
+            .nodes
+            .iter()
+            .zip(&live)
+            .filter(|(_, &l)| l)
+            .map(|(n, _)| n.op_type.as_str())
+            .collect();
+        for gone in ["Erf", "Sigmoid", "Mul", "Div", "Add"] {
+            assert!(!ops.contains(&gone), "{name}: {gone} still runs: {ops:?}");
+        }
+        let acts: Vec<Option<Unary>> = g
+            .nodes
+            .iter()
+            .zip(&live)
+            .filter_map(|(n, &l)| match &n.op {
+                Op::Conv(c) if l => Some(c.act),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            acts,
+            vec![
+                Some(Unary::Gelu { tanh: false }),
+                Some(Unary::Silu),
+                Some(Unary::Gelu { tanh: false })
+            ],
+            "{name}"
+        );
+    }
+}

@@ -142,6 +142,7 @@ impl PoolBlocks {
 }
 
 /// Reduce frames `rows` (time-major, `c` channels) into `acc` (`c` values).
+#[inline(always)]
 fn reduce_rows(r: Reduce, rows: &[f32], c: usize, acc: &mut [f64]) {
     match r {
         Reduce::Mean => {
@@ -159,7 +160,7 @@ fn reduce_rows(r: Reduce, rows: &[f32], c: usize, acc: &mut [f64]) {
                 for row in rows.chunks_exact(c) {
                     m.iter_mut()
                         .zip(&row[ch0..ch0 + w])
-                        .for_each(|(m, &v)| *m = m.max(v));
+                        .for_each(|(m, &v)| *m = max(*m, v));
                 }
                 a.iter_mut().zip(m.iter()).for_each(|(a, &m)| *a = m as f64);
             }
@@ -495,8 +496,39 @@ impl Engine {
         self.bufs[i] = Buf::Vector(y);
     }
 
-    /// Compute frames `j0..j1` of node `i` (all of it for vectors) from its inputs' current windows.
+    /// Compute frames `j0..j1` of node `i` (all of it for vectors) from its inputs' current windows. The elementwise, pooling and copying loops are plain Rust: they are compiled
+    /// once per instruction set so the widest vectors the CPU has run them (the results are the same bits, since
+    /// no operation is fused or reordered).
     fn compute(&mut self, i: usize, j0: usize, j1: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let isa = crate::kernels::isa::Isa::get();
+            if isa.avx512f && isa.avx2_fma {
+                // SAFETY: the CPU has AVX-512F, AVX2 and FMA (`Isa::get` detected them); the body is safe code.
+                return unsafe { self.compute_avx512(i, j0, j1) };
+            }
+            if isa.avx2_fma {
+                // SAFETY: the CPU has AVX2 and FMA (`Isa::get` detected them); the body is safe code.
+                return unsafe { self.compute_avx2(i, j0, j1) };
+            }
+        }
+        self.compute_body(i, j0, j1)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn compute_avx512(&mut self, i: usize, j0: usize, j1: usize) {
+        self.compute_body(i, j0, j1)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn compute_avx2(&mut self, i: usize, j0: usize, j1: usize) {
+        self.compute_body(i, j0, j1)
+    }
+
+    #[inline(always)]
+    fn compute_body(&mut self, i: usize, j0: usize, j1: usize) {
         let mut me = std::mem::replace(&mut self.bufs[i], Buf::Dead);
         let node = &self.graph.nodes[i];
         let bufs = &self.bufs;
@@ -546,21 +578,22 @@ impl Engine {
             (Buf::Time(y), Op::PRelu(slope)) => {
                 let c = y.channels;
                 let x = time(0).rows(j0, j1);
-                for (idx, (o, &v)) in y.rows_mut(j0, j1).iter_mut().zip(x).enumerate() {
-                    let s = if slope.len() == 1 {
-                        slope[0]
-                    } else {
-                        slope[idx % c]
-                    };
-                    *o = if v >= 0.0 { v } else { s * v };
+                let s = per_channel(slope, c);
+                for (orow, xrow) in y.rows_mut(j0, j1).chunks_mut(c).zip(x.chunks(c)) {
+                    for ((o, &v), &s) in orow.iter_mut().zip(xrow).zip(s.iter()) {
+                        *o = if v >= 0.0 { v } else { s * v };
+                    }
                 }
             }
             (Buf::Time(y), Op::Affine { scale, shift }) => {
                 let c = y.channels;
                 let x = time(0).rows(j0, j1);
-                for (idx, (o, &v)) in y.rows_mut(j0, j1).iter_mut().zip(x).enumerate() {
-                    let ch = idx % c;
-                    *o = v * scale[ch % scale.len()] + shift[ch % shift.len()];
+                let (a, b) = (per_channel(scale, c), per_channel(shift, c));
+                for (orow, xrow) in y.rows_mut(j0, j1).chunks_mut(c).zip(x.chunks(c)) {
+                    for ((o, &v), (&a, &b)) in orow.iter_mut().zip(xrow).zip(a.iter().zip(b.iter()))
+                    {
+                        *o = v * a + b;
+                    }
                 }
             }
             (Buf::Time(y), Op::Binary(op, a, b)) => {
@@ -598,16 +631,26 @@ impl Engine {
                         }
                     }
                     (Some(ar), None) => {
+                        let bc = per_channel(bc, c);
                         for (orow, arow) in out.chunks_mut(c).zip(ar.chunks(c)) {
-                            for (ch, (o, &p)) in orow.iter_mut().zip(arow).enumerate() {
-                                *o = op.apply(p, bc[if bc.len() == 1 { 0 } else { ch }]);
+                            let it = orow.iter_mut().zip(arow).zip(bc.iter());
+                            match op {
+                                BinOp::Add => it.for_each(|((o, &p), &q)| *o = p + q),
+                                BinOp::Sub => it.for_each(|((o, &p), &q)| *o = p - q),
+                                BinOp::Mul => it.for_each(|((o, &p), &q)| *o = p * q),
+                                BinOp::Div => it.for_each(|((o, &p), &q)| *o = p / q),
                             }
                         }
                     }
                     (None, Some(br)) => {
+                        let ac = per_channel(ac, c);
                         for (orow, brow) in out.chunks_mut(c).zip(br.chunks(c)) {
-                            for (ch, (o, &q)) in orow.iter_mut().zip(brow).enumerate() {
-                                *o = op.apply(ac[if ac.len() == 1 { 0 } else { ch }], q);
+                            let it = orow.iter_mut().zip(ac.iter()).zip(brow);
+                            match op {
+                                BinOp::Add => it.for_each(|((o, &p), &q)| *o = p + q),
+                                BinOp::Sub => it.for_each(|((o, &p), &q)| *o = p - q),
+                                BinOp::Mul => it.for_each(|((o, &p), &q)| *o = p * q),
+                                BinOp::Div => it.for_each(|((o, &p), &q)| *o = p / q),
                             }
                         }
                     }
@@ -654,7 +697,7 @@ impl Engine {
                     Reduce::Max => {
                         y.fill(f32::NEG_INFINITY);
                         for row in w.chunks_exact(c) {
-                            y.iter_mut().zip(row).for_each(|(a, &v)| *a = a.max(v));
+                            y.iter_mut().zip(row).for_each(|(a, &v)| *a = max(*a, v));
                         }
                     }
                 }
@@ -708,7 +751,40 @@ impl Engine {
     }
 }
 
+/// `a.max(b)` for an accumulator `a` that is never NaN, as one compare-and-select (a NaN `b` keeps `a`, as
+/// `f32::max` does) so it vectorises to a single max instruction.
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// One value per channel from a parameter given once or per channel (a copy only in the first case).
+#[inline(always)]
+fn per_channel(v: &[f32], c: usize) -> std::borrow::Cow<'_, [f32]> {
+    if v.len() == c {
+        std::borrow::Cow::Borrowed(v)
+    } else {
+        std::borrow::Cow::Owned(vec![v.first().copied().unwrap_or(0.0); c])
+    }
+}
+
+/// `v.max(lo).min(hi)` (a NaN `v` gives `lo`, as there) as two compare-and-selects.
+#[inline(always)]
+fn clip(v: f32, lo: f32, hi: f32) -> f32 {
+    let a = if v > lo { v } else { lo };
+    if a < hi {
+        a
+    } else {
+        hi
+    }
+}
+
 /// An elementwise function over a slice: the transcendental ones through the vectorised kernels.
+#[inline(always)]
 fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
     use crate::kernels::cnn_act::{apply, Act};
     let isa = crate::kernels::isa::Isa::get();
@@ -720,32 +796,42 @@ fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
         Unary::Elu(a) => Some(Act::Elu(a)),
         Unary::Selu(a, g) => Some(Act::Selu(a, g)),
         Unary::Softplus => Some(Act::Softplus),
+        Unary::Silu => Some(Act::Silu),
         _ => None,
     };
     if let Some(act) = act {
         return apply(isa, act, x, y);
     }
     match u {
-        Unary::Relu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(0.0)),
+        Unary::Relu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = max(0.0, v)),
         Unary::Identity => y.copy_from_slice(x),
-        Unary::Clip(lo, hi) => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = v.max(lo).min(hi)),
+        Unary::Clip(lo, hi) => y.iter_mut().zip(x).for_each(|(o, &v)| *o = clip(v, lo, hi)),
         Unary::LeakyRelu(a) => y
             .iter_mut()
             .zip(x)
             .for_each(|(o, &v)| *o = if v >= 0.0 { v } else { a * v }),
+        // The formulas of `Unary::apply`, one loop each so they vectorise.
+        Unary::HardSigmoid(a, b) => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = (a * v + b).clamp(0.0, 1.0)),
+        Unary::HardSwish => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = v * (v / 6.0 + 0.5).clamp(0.0, 1.0)),
+        Unary::Neg => y.iter_mut().zip(x).for_each(|(o, &v)| *o = -v),
+        Unary::Abs => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.abs()),
         _ => y.iter_mut().zip(x).for_each(|(o, &v)| *o = u.apply(v)),
     }
 }
 
 /// An elementwise function applied in place, through a small buffer so the slice kernels can run.
+#[inline(always)]
 fn unary_in_place(u: Unary, y: &mut [f32]) {
     match u {
-        Unary::Relu => return y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Unary::Relu => return y.iter_mut().for_each(|v| *v = max(0.0, *v)),
         Unary::Identity => return,
-        Unary::Clip(lo, hi) => return y.iter_mut().for_each(|v| *v = v.max(lo).min(hi)),
+        Unary::Clip(lo, hi) => return y.iter_mut().for_each(|v| *v = clip(*v, lo, hi)),
         Unary::LeakyRelu(a) => {
             return y
                 .iter_mut()
@@ -777,13 +863,14 @@ fn transpose_frames(w: &[f32], c: usize, l: usize, o: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn softmax(x: &[f32], y: &mut [f32]) {
     let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut s = 0.0f64;
+    // The exponentials first (a loop that vectorises), then their sum in order.
     for (o, &v) in y.iter_mut().zip(x) {
         *o = crate::kernels::cnn_act::exp(v - m);
-        s += *o as f64;
     }
+    let s: f64 = y.iter().map(|&e| e as f64).sum();
     let inv = (1.0 / s) as f32;
     for o in y.iter_mut() {
         *o *= inv;
@@ -792,6 +879,7 @@ fn softmax(x: &[f32], y: &mut [f32]) {
 
 /// Output frames `j0..j1` of a convolution. Frames whose input rows are all inside the window read the input
 /// buffer directly; frames that reach into the zero padding read a small padded copy.
+#[inline(always)]
 fn conv_range(
     k: &ConvKernels,
     conv: &Conv,
@@ -856,6 +944,7 @@ fn conv_range(
     }
 }
 
+#[inline(always)]
 fn pool_range(p: &Pool, x: &TimeBuf, y: &mut TimeBuf, j0: usize, j1: usize) {
     for j in j0..j1 {
         let acc = y.rows_mut(j, j + 1);
@@ -873,7 +962,7 @@ fn pool_range(p: &Pool, x: &TimeBuf, y: &mut TimeBuf, j0: usize, j1: usize) {
             count += 1;
             let row = x.rows(idx as usize, idx as usize + 1);
             match p.kind {
-                PoolKind::Max => acc.iter_mut().zip(row).for_each(|(a, &v)| *a = a.max(v)),
+                PoolKind::Max => acc.iter_mut().zip(row).for_each(|(a, &v)| *a = max(*a, v)),
                 PoolKind::Avg { .. } => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v),
             }
         }

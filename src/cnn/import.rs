@@ -374,6 +374,8 @@ impl Importer {
         };
         fold_affine(&mut g);
         fold_pad(&mut g);
+        fuse_silu(&mut g);
+        fuse_gelu(&mut g);
         fold_activation(&mut g);
         Ok(g)
     }
@@ -1818,6 +1820,128 @@ fn redirect(g: &mut Graph, from: NodeId, to: NodeId) {
     }
     if g.output == from {
         g.output = to;
+    }
+}
+
+/// Turn node `i` into `op` over `x` and drop the nodes of the pattern it replaces (each was read only inside it):
+/// they become identities of the input, which nothing reads, so the planner skips them.
+fn replace_pattern(g: &mut Graph, i: NodeId, op: Op, x: NodeId, dropped: &[NodeId]) {
+    g.nodes[i].op = op;
+    g.nodes[i].inputs = vec![x];
+    for &d in dropped {
+        g.nodes[d].op = Op::Unary(Unary::Identity);
+        g.nodes[d].inputs = vec![0];
+        g.nodes[d].kind = g.nodes[0].kind;
+    }
+}
+
+/// The operands of a binary node as (node, constant) when one side is a graph value and the other a constant.
+fn node_and_const(op: &Op, want: BinOp) -> Option<(NodeId, &[f32])> {
+    match op {
+        Op::Binary(b, Operand::Node(x), Operand::Const(c))
+        | Op::Binary(b, Operand::Const(c), Operand::Node(x))
+            if *b == want
+                && !(want == BinOp::Div && matches!(op, Op::Binary(_, Operand::Const(_), _))) =>
+        {
+            Some((*x, c.as_slice()))
+        }
+        _ => None,
+    }
+}
+
+/// A constant of one value within `rel` of `want`.
+fn is_scalar(c: &[f32], want: f32, rel: f32) -> bool {
+    c.len() == 1 && (c[0] - want).abs() <= rel * want.abs()
+}
+
+/// `Mul(x, Sigmoid(x))` (either order, the sigmoid read by nothing else) → one SiLU node.
+fn fuse_silu(g: &mut Graph) {
+    for i in 0..g.nodes.len() {
+        let Op::Binary(BinOp::Mul, Operand::Node(a), Operand::Node(b)) = g.nodes[i].op else {
+            continue;
+        };
+        for (x, s) in [(a, b), (b, a)] {
+            let is_sigmoid_of_x =
+                g.nodes[s].op == Op::Unary(Unary::Sigmoid) && g.nodes[s].inputs.first() == Some(&x);
+            if is_sigmoid_of_x && g.uses(s) == 1 && g.nodes[i].kind == g.nodes[x].kind {
+                replace_pattern(g, i, Op::Unary(Unary::Silu), x, &[s]);
+                break;
+            }
+        }
+    }
+}
+
+/// The exact GELU as exporters decompose it, `x · (1 + erf(x / √2)) · 0.5` with the two products in either
+/// association and order (and `x · (1/√2)` for the division), → one GELU node.
+fn fuse_gelu(g: &mut Graph) {
+    const REL: f32 = 1e-5;
+    for i in 0..g.nodes.len() {
+        let Op::Binary(BinOp::Mul, ..) = g.nodes[i].op else {
+            continue;
+        };
+        // The factors of the product: this Mul and at most one Mul under it read only here.
+        let mut factors: Vec<Operand> = Vec::new();
+        let mut inner = Vec::new();
+        if let Op::Binary(BinOp::Mul, a, b) = &g.nodes[i].op {
+            for o in [a, b] {
+                match o {
+                    Operand::Node(n)
+                        if matches!(g.nodes[*n].op, Op::Binary(BinOp::Mul, ..))
+                            && g.uses(*n) == 1 =>
+                    {
+                        if let Op::Binary(BinOp::Mul, c, d) = &g.nodes[*n].op {
+                            factors.push(c.clone());
+                            factors.push(d.clone());
+                            inner.push(*n);
+                        }
+                    }
+                    o => factors.push(o.clone()),
+                }
+            }
+        }
+        if factors.len() != 3 || inner.len() != 1 {
+            continue;
+        }
+        let half = factors
+            .iter()
+            .position(|f| matches!(f, Operand::Const(c) if is_scalar(c, 0.5, REL)));
+        let Some(half) = half else { continue };
+        factors.remove(half);
+        let nodes: Vec<NodeId> = factors
+            .iter()
+            .filter_map(|f| match f {
+                Operand::Node(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        if nodes.len() != 2 {
+            continue;
+        }
+        let found = [(nodes[0], nodes[1]), (nodes[1], nodes[0])]
+            .into_iter()
+            .find_map(|(x, add)| {
+                let (e, one) = node_and_const(&g.nodes[add].op, BinOp::Add)?;
+                if !is_scalar(one, 1.0, REL) || g.nodes[e].op != Op::Unary(Unary::Erf) {
+                    return None;
+                }
+                let d = g.nodes[e].inputs[0];
+                let scaled = match node_and_const(&g.nodes[d].op, BinOp::Div) {
+                    Some((dx, c)) => dx == x && is_scalar(c, std::f32::consts::SQRT_2, REL),
+                    None => matches!(node_and_const(&g.nodes[d].op, BinOp::Mul),
+                        Some((dx, c)) if dx == x && is_scalar(c, std::f32::consts::FRAC_1_SQRT_2, REL)),
+                };
+                let single = [add, e, d].iter().all(|&n| g.uses(n) == 1);
+                (scaled && single && g.nodes[x].kind == g.nodes[i].kind).then_some((x, [add, e, d]))
+            });
+        if let Some((x, [add, e, d])) = found {
+            replace_pattern(
+                g,
+                i,
+                Op::Unary(Unary::Gelu { tanh: false }),
+                x,
+                &[inner[0], add, e, d],
+            );
+        }
     }
 }
 

@@ -34,6 +34,8 @@ pub enum Unary {
     Exp,
     Sqrt,
     Identity,
+    /// `x · sigmoid(x)` (SiLU / swish): ONNX has no such op; the importer fuses `Mul(x, Sigmoid(x))` into it.
+    Silu,
 }
 
 impl Unary {
@@ -86,6 +88,7 @@ impl Unary {
             Unary::Exp => x.exp(),
             Unary::Sqrt => x.sqrt(),
             Unary::Identity => x,
+            Unary::Silu => x * sigmoid(x),
         }
     }
 }
@@ -309,7 +312,12 @@ impl Graph {
 
     /// Number of live nodes that read node `id`, plus one if it is the output.
     pub fn uses(&self, id: NodeId) -> usize {
-        self.nodes.iter().filter(|n| n.inputs.contains(&id)).count()
+        let live = self.live();
+        self.nodes
+            .iter()
+            .zip(&live)
+            .filter(|(n, &l)| l && n.inputs.contains(&id))
+            .count()
             + usize::from(self.output == id)
     }
 }

@@ -72,29 +72,30 @@ pub enum Act {
     Softplus,
 }
 
+/// `y[i] = f(x[i])` as a plain indexed loop: always inlined, so it is compiled with the caller's target features
+/// (an iterator adapter's `fold` may be left out of line and built for the baseline ISA).
+#[inline(always)]
+fn map(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &mut y[..n]);
+    for i in 0..n {
+        y[i] = f(x[i]);
+    }
+}
+
 #[inline(always)]
 fn body(act: Act, x: &[f32], y: &mut [f32]) {
     match act {
-        Act::Sigmoid => y.iter_mut().zip(x).for_each(|(o, &v)| *o = sigmoid(v)),
-        Act::Tanh => y.iter_mut().zip(x).for_each(|(o, &v)| *o = tanh(v)),
-        Act::Silu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v * sigmoid(v)),
-        Act::Gelu => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))),
-        Act::Erf => y.iter_mut().zip(x).for_each(|(o, &v)| *o = erf(v)),
-        Act::Elu(a) => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = if v >= 0.0 { v } else { a * (exp(v) - 1.0) }),
-        Act::Selu(a, g) => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = g * if v > 0.0 { v } else { a * (exp(v) - 1.0) }),
-        Act::Softplus => y
-            .iter_mut()
-            .zip(x)
-            .for_each(|(o, &v)| *o = v.max(0.0) + (1.0 + exp(-v.abs())).ln()),
+        Act::Sigmoid => map(x, y, sigmoid),
+        Act::Tanh => map(x, y, tanh),
+        Act::Silu => map(x, y, |v| v * sigmoid(v)),
+        Act::Gelu => map(x, y, |v| {
+            0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2))
+        }),
+        Act::Erf => map(x, y, erf),
+        Act::Elu(a) => map(x, y, |v| if v >= 0.0 { v } else { a * (exp(v) - 1.0) }),
+        Act::Selu(a, g) => map(x, y, |v| g * if v > 0.0 { v } else { a * (exp(v) - 1.0) }),
+        Act::Softplus => map(x, y, |v| v.max(0.0) + (1.0 + exp(-v.abs())).ln()),
     }
 }
 
