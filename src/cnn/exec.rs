@@ -317,9 +317,14 @@ impl Engine {
                     Mode::Exact | Mode::Approximate => self.compute_hop(),
                 }
             }
+            let streamed = self.windows > 0 && self.mode != Mode::Full;
             self.windows += 1;
             let mut o = std::mem::take(&mut self.out);
-            self.output_into(&mut o);
+            if streamed {
+                self.output_hop_into(&mut o);
+            } else {
+                self.output_into(&mut o);
+            }
             f(&o);
             self.out = o;
         }
@@ -353,6 +358,27 @@ impl Engine {
             }
             Buf::Vector(v) => o.extend_from_slice(v),
             Buf::Dead => {}
+        }
+    }
+
+    /// As [`Engine::output_into`] after a streaming hop, with `o` holding the previous window's output: each
+    /// channel's row moves back by the output's hop and only the frames this hop computed are transposed in.
+    fn output_hop_into(&self, o: &mut Vec<f32>) {
+        let id = self.graph.output;
+        let Buf::Time(b) = &self.bufs[id] else {
+            return self.output_into(o);
+        };
+        let (c, l, h) = (b.channels, b.len, self.plan.nodes[id].hop);
+        let (a, z) = self.changed_frames(id);
+        if o.len() != c * l || h >= l || z <= a {
+            return self.output_into(o);
+        }
+        let w = b.window();
+        for (ch, row) in o.chunks_exact_mut(l).enumerate() {
+            row.copy_within(h.., 0);
+            for t in (0..a).chain(z..l) {
+                row[t] = w[t * c + ch];
+            }
         }
     }
 
