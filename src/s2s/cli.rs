@@ -169,48 +169,64 @@ pub struct BenchLfm2Result {
     pub decode_tok_s: f64,
     /// Weight bytes one decode step reads.
     pub weight_bytes_per_token: usize,
-    /// Read bandwidth measured in this run with the same thread count.
+    /// Read bandwidth measured in this run on the model's own pool (the median of the rounds' measurements).
     pub bandwidth_gb_s: f64,
-    /// weight_bytes_per_token × decode_tok_s ÷ bandwidth.
+    /// weight_bytes_per_token × decode tok/s ÷ bandwidth, per decode round against the bandwidth measured just
+    /// before it; the median over the rounds.
     pub roofline_fraction: f64,
     /// CPU time used during decode ÷ (wall time × threads): below 1 when other processes took the cores (or
     /// workers waited).
     pub decode_cpu_share: f64,
 }
 
-/// Sustained read bandwidth (GB/s) of `threads` threads streaming a buffer much larger than the caches.
-pub fn measure_read_bandwidth(pool: &ThreadPool, bytes: usize, passes: usize) -> f64 {
-    let n = bytes / 8;
-    // Same page treatment as the weights (huge pages where the kernel grants them).
-    let mut buf: Vec<u64> = crate::kernels::quant::huge_vec(n);
-    for (i, v) in buf.iter_mut().enumerate() {
-        *v = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+/// A buffer much larger than the caches, read by every thread of a pool to measure sustained read bandwidth.
+pub struct ReadProbe {
+    buf: Vec<u64>,
+}
+
+impl ReadProbe {
+    pub fn new(bytes: usize) -> ReadProbe {
+        // Same page treatment as the weights (huge pages where the kernel grants them).
+        let mut buf: Vec<u64> = crate::kernels::quant::huge_vec(bytes / 8);
+        for (i, v) in buf.iter_mut().enumerate() {
+            *v = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        ReadProbe { buf }
     }
-    let parts = pool.threads();
-    let sums: Vec<std::sync::atomic::AtomicU64> = (0..parts)
-        .map(|_| std::sync::atomic::AtomicU64::new(0))
-        .collect();
-    let mut rates = Vec::with_capacity(passes);
-    for _ in 0..passes {
-        let t0 = Instant::now();
-        pool.run(parts, &|p| {
-            let r = crate::kernels::pool::split_range(n, parts, p, 64);
-            let mut acc = [0u64; 8];
-            for c in buf[r].chunks_exact(8) {
-                for k in 0..8 {
-                    acc[k] ^= c[k];
+
+    /// The median read bandwidth (GB/s) of `passes` passes over the buffer, split over `pool`'s threads.
+    pub fn measure(&self, pool: &ThreadPool, passes: usize) -> f64 {
+        let (buf, n) = (&self.buf, self.buf.len());
+        let parts = pool.threads();
+        let sums: Vec<std::sync::atomic::AtomicU64> = (0..parts)
+            .map(|_| std::sync::atomic::AtomicU64::new(0))
+            .collect();
+        let mut rates = Vec::with_capacity(passes);
+        for _ in 0..passes.max(1) {
+            let t0 = Instant::now();
+            pool.run(parts, &|p| {
+                let r = crate::kernels::pool::split_range(n, parts, p, 64);
+                let mut acc = [0u64; 8];
+                for c in buf[r].chunks_exact(8) {
+                    for k in 0..8 {
+                        acc[k] ^= c[k];
+                    }
                 }
-            }
-            let s = acc.iter().fold(0u64, |a, b| a ^ b);
-            sums[p].fetch_xor(s, std::sync::atomic::Ordering::Relaxed);
-        });
-        let dt = t0.elapsed().as_secs_f64();
-        rates.push(bytes as f64 / dt / 1e9);
+                let s = acc.iter().fold(0u64, |a, b| a ^ b);
+                sums[p].fetch_xor(s, std::sync::atomic::Ordering::Relaxed);
+            });
+            let dt = t0.elapsed().as_secs_f64();
+            rates.push((n * 8) as f64 / dt / 1e9);
+        }
+        std::hint::black_box(&sums);
+        // The median: a single lucky pass on a shared machine would overstate the roofline.
+        median(&mut rates)
     }
-    std::hint::black_box(&sums);
-    // The median: a single lucky pass on a shared machine would overstate the roofline.
-    rates.sort_by(|a, b| a.total_cmp(b));
-    rates[rates.len() / 2]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// CPU time (user + system) this process has used, in seconds.
@@ -250,18 +266,31 @@ pub fn bench_lfm2_run(args: &BenchLfm2Args) -> Result<BenchLfm2Result> {
     model.forward(&prompt, &mut st, &mut hidden, Some(&mut logits), false)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     let mut tok = crate::s2s::sampling::argmax(&logits);
-    let cpu1 = process_cpu_seconds();
-    let t1 = Instant::now();
-    for _ in 0..args.decode_tokens {
-        model.forward(&[tok], &mut st, &mut hidden, Some(&mut logits), false)?;
-        tok = crate::s2s::sampling::argmax(&logits);
-    }
-    let decode_s = t1.elapsed().as_secs_f64();
-    let decode_cpu = process_cpu_seconds() - cpu1;
-    let pool = ThreadPool::new(args.threads);
-    let bandwidth = measure_read_bandwidth(&pool, 512 << 20, 7);
-    let decode_tok_s = args.decode_tokens as f64 / decode_s;
+    // Decode in rounds, each right after a bandwidth measurement on the model's own pool: the memory bandwidth
+    // of a shared machine drifts by tens of percent within seconds, so each round's decode speed is compared
+    // with the bandwidth of its own moment, and the roofline fraction is the median over rounds.
     let wb = model.weight_bytes_per_token();
+    let probe = ReadProbe::new(512 << 20);
+    let rounds = args.decode_tokens.clamp(1, 4);
+    let (mut decode_s, mut decode_cpu) = (0.0, 0.0);
+    let (mut bandwidths, mut fractions) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let n = args.decode_tokens / rounds + usize::from(r < args.decode_tokens % rounds);
+        let bw = probe.measure(model.pool(), 3);
+        let cpu1 = process_cpu_seconds();
+        let t1 = Instant::now();
+        for _ in 0..n {
+            model.forward(&[tok], &mut st, &mut hidden, Some(&mut logits), false)?;
+            tok = crate::s2s::sampling::argmax(&logits);
+        }
+        let dt = t1.elapsed().as_secs_f64();
+        decode_s += dt;
+        decode_cpu += process_cpu_seconds() - cpu1;
+        bandwidths.push(bw);
+        fractions.push(wb as f64 * n as f64 / dt / (bw * 1e9));
+    }
+    let bandwidth = median(&mut bandwidths);
+    let decode_tok_s = args.decode_tokens as f64 / decode_s;
     Ok(BenchLfm2Result {
         shape: args.shape.clone(),
         dtype: args.dtype.name().to_string(),
@@ -273,7 +302,7 @@ pub fn bench_lfm2_run(args: &BenchLfm2Args) -> Result<BenchLfm2Result> {
         decode_tok_s,
         weight_bytes_per_token: wb,
         bandwidth_gb_s: bandwidth,
-        roofline_fraction: wb as f64 * decode_tok_s / (bandwidth * 1e9),
+        roofline_fraction: median(&mut fractions),
         decode_cpu_share: decode_cpu / (decode_s * args.threads as f64),
     })
 }
