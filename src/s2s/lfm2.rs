@@ -795,7 +795,7 @@ impl Lfm2 {
                             );
                         }
                     };
-                    if n * total * hd < 1 << 16 {
+                    if n * total * hd < 1 << 12 {
                         // Short context: a thread hand-off would cost more than the work.
                         (0..c.n_heads).for_each(job);
                     } else {
