@@ -11,6 +11,7 @@
 use super::ir::*;
 use super::plan::Plan;
 use crate::kernels::conv::{dense_layer, dense_layer_i8, ConvKernels, ConvShape};
+use crate::kernels::isa::Isa;
 use std::sync::Arc;
 
 /// How windows after the first are computed.
@@ -528,13 +529,14 @@ impl Engine {
     fn compute(&mut self, i: usize, j0: usize, j1: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            let isa = crate::kernels::isa::Isa::get();
+            let isa = self.kernels.isa;
             if isa.avx512f && isa.avx2_fma {
-                // SAFETY: the CPU has AVX-512F, AVX2 and FMA (`Isa::get` detected them); the body is safe code.
+                // SAFETY: the CPU has AVX-512F, AVX2 and FMA (the kernel level's ISA is a subset of the detected
+                // one); the body is safe code.
                 return unsafe { self.compute_avx512(i, j0, j1) };
             }
             if isa.avx2_fma {
-                // SAFETY: the CPU has AVX2 and FMA (`Isa::get` detected them); the body is safe code.
+                // SAFETY: the CPU has AVX2 and FMA (as above); the body is safe code.
                 return unsafe { self.compute_avx2(i, j0, j1) };
             }
         }
@@ -598,9 +600,12 @@ impl Engine {
                 y.rows_mut(j0, j1)
                     .copy_from_slice(x.rows(j0 + left, j1 + left));
             }
-            (Buf::Time(y), Op::Unary(u)) => {
-                unary_slice(*u, time(0).rows(j0, j1), y.rows_mut(j0, j1))
-            }
+            (Buf::Time(y), Op::Unary(u)) => unary_slice(
+                self.kernels.isa,
+                *u,
+                time(0).rows(j0, j1),
+                y.rows_mut(j0, j1),
+            ),
             (Buf::Time(y), Op::PRelu(slope)) => {
                 let c = y.channels;
                 let x = time(0).rows(j0, j1);
@@ -747,7 +752,9 @@ impl Engine {
                 Some(q) => dense_layer_i8(&self.kernels, vector(node.inputs[0]), q, bias, y),
                 None => dense_layer(&self.kernels, vector(node.inputs[0]), weight, bias, y),
             },
-            (Buf::Vector(y), Op::Unary(u)) => unary_slice(*u, vector(node.inputs[0]), y),
+            (Buf::Vector(y), Op::Unary(u)) => {
+                unary_slice(self.kernels.isa, *u, vector(node.inputs[0]), y)
+            }
             (Buf::Vector(y), Op::PRelu(slope)) => {
                 for (idx, (o, &v)) in y.iter_mut().zip(vector(node.inputs[0])).enumerate() {
                     let s = slope[if slope.len() == 1 { 0 } else { idx }];
@@ -811,9 +818,8 @@ fn clip(v: f32, lo: f32, hi: f32) -> f32 {
 
 /// An elementwise function over a slice: the transcendental ones through the vectorised kernels.
 #[inline(always)]
-fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
+fn unary_slice(isa: Isa, u: Unary, x: &[f32], y: &mut [f32]) {
     use crate::kernels::cnn_act::{apply, Act};
-    let isa = crate::kernels::isa::Isa::get();
     let act = match u {
         Unary::Sigmoid => Some(Act::Sigmoid),
         Unary::Tanh => Some(Act::Tanh),
@@ -853,7 +859,7 @@ fn unary_slice(u: Unary, x: &[f32], y: &mut [f32]) {
 
 /// An elementwise function applied in place, through a small buffer so the slice kernels can run.
 #[inline(always)]
-fn unary_in_place(u: Unary, y: &mut [f32]) {
+fn unary_in_place(isa: Isa, u: Unary, y: &mut [f32]) {
     match u {
         Unary::Relu => return y.iter_mut().for_each(|v| *v = max(0.0, *v)),
         Unary::Identity => return,
@@ -869,7 +875,7 @@ fn unary_in_place(u: Unary, y: &mut [f32]) {
     for chunk in y.chunks_mut(256) {
         let b = &mut buf[..chunk.len()];
         b.copy_from_slice(chunk);
-        unary_slice(u, b, chunk);
+        unary_slice(isa, u, b, chunk);
     }
 }
 
@@ -942,7 +948,7 @@ fn conv_range(
                 (None, false) => (k.dense)(&sh, xs, &conv.weight, &conv.bias, out, b - a),
             }
             if let Some(u) = conv.act {
-                unary_in_place(u, out);
+                unary_in_place(k.isa, u, out);
             }
         }
     };

@@ -71,6 +71,9 @@ pub type DepthwiseFn = fn(&ConvShape, &[f32], &[f32], &[f32], &mut [f32], usize)
 #[derive(Clone, Copy)]
 pub struct ConvKernels {
     pub name: &'static str,
+    /// The instruction sets these kernels use; the engine's elementwise loops and activations follow it, so a
+    /// test that runs every level runs every build of those too.
+    pub isa: Isa,
     pub dense: DenseFn,
     pub depthwise: DepthwiseFn,
     /// The same convolutions with int8 weights ([`super::conv_i8`]).
@@ -103,6 +106,7 @@ impl ConvKernels {
             if isa.avx512f {
                 return ConvKernels {
                     name: "avx512",
+                    isa,
                     dense: x86::dense_avx512,
                     depthwise: x86::depthwise_avx512,
                     dense_i8: conv_i8::x86::dense_i8_avx512,
@@ -112,6 +116,10 @@ impl ConvKernels {
             if isa.avx2_fma {
                 return ConvKernels {
                     name: "avx2",
+                    isa: Isa {
+                        avx2_fma: true,
+                        ..Isa::default()
+                    },
                     dense: x86::dense_avx2,
                     depthwise: x86::depthwise_avx2,
                     dense_i8: conv_i8::x86::dense_i8_avx2,
@@ -122,6 +130,7 @@ impl ConvKernels {
         let _ = isa;
         ConvKernels {
             name: "scalar",
+            isa: Isa::scalar(),
             dense: dense_ref,
             depthwise: depthwise_ref,
             dense_i8: conv_i8::dense_i8_ref,
