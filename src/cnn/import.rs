@@ -893,7 +893,13 @@ impl Importer {
     /// Constant `c` as one value per channel (time) / per element (vector), or a single value.
     fn per_channel(&self, cx: &Ctx, x: &Val, c: &ConstT) -> Result<Vec<f32>, String> {
         if c.numel() == 1 {
-            return Ok(c.f32s());
+            // Over a time tensor a single value is stored once per channel, so the engine's per-frame loops
+            // read one row of parameters and never build one per hop.
+            let v = c.f32s();
+            return Ok(match x {
+                Val::Time { shape, .. } => vec![v[0]; channels_of(shape)],
+                _ => v,
+            });
         }
         match x {
             Val::Time { shape, .. } => {
@@ -1849,9 +1855,9 @@ fn node_and_const(op: &Op, want: BinOp) -> Option<(NodeId, &[f32])> {
     }
 }
 
-/// A constant of one value within `rel` of `want`.
+/// A constant whose values (one, or one per channel) are all within `rel` of `want`.
 fn is_scalar(c: &[f32], want: f32, rel: f32) -> bool {
-    c.len() == 1 && (c[0] - want).abs() <= rel * want.abs()
+    !c.is_empty() && c.iter().all(|&v| (v - want).abs() <= rel * want.abs())
 }
 
 /// `Mul(x, Sigmoid(x))` (either order, the sigmoid read by nothing else) → one SiLU node.
