@@ -214,9 +214,12 @@ mod avx512 {
                 splat(1.0),
             ),
             Act::Silu => _mm512_mul_ps(v, sigmoid(v)),
-            _ => {
+            Act::Gelu => {
                 let e = erf(_mm512_mul_ps(v, splat(std::f32::consts::FRAC_1_SQRT_2)));
                 _mm512_mul_ps(_mm512_mul_ps(splat(0.5), v), _mm512_add_ps(splat(1.0), e))
+            }
+            other => {
+                unreachable!("no AVX-512 path for {other:?}: `body_avx512` routes only these four")
             }
         }
     }
