@@ -53,6 +53,15 @@ pub fn tile(
         g < w.padded_rows() / LANE_ROWS && a.cols == w.cols,
         "tile shape"
     );
+    // The SIMD tiles read codes, scales and sums of tokens < a.n without further checks.
+    let nb = a.cols / QK;
+    assert!(
+        a.cols.is_multiple_of(QK)
+            && a.qs.len() >= a.n * a.cols
+            && a.d.len() >= a.n * nb
+            && a.sum.len() >= a.n * nb,
+        "quantised activations shorter than their shape"
+    );
     match path {
         Path::Scalar => scalar::tile(w, g, a, t0, nt, out),
         #[cfg(target_arch = "x86_64")]
@@ -156,15 +165,38 @@ pub mod scalar {
     }
 }
 
-/// The 4 activation bytes of k-step `j < 8` of block `blk`, as one little-endian i32 (for a broadcast). One
-/// unaligned load in the innermost loops of the SIMD tiles.
-#[inline(always)]
+/// The codes, scale and sum of block `b` of tokens `t0..t0 + N` (the SIMD tiles' view of one block of the input).
 #[cfg(target_arch = "x86_64")]
-fn x4(a: &QuantActs, blk: usize, j: usize) -> i32 {
-    let at = blk * QK + 4 * j;
-    assert!(at + 4 <= a.qs.len(), "activation block outside the input");
-    // SAFETY: bytes at..at + 4 are inside `a.qs` (checked above); i8 has no invalid bit patterns.
-    unsafe { (a.qs.as_ptr().add(at) as *const i32).read_unaligned() }
+struct XBlocks<const N: usize> {
+    qs: [*const i8; N],
+    d: [f32; N],
+    sum: [i32; N],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<const N: usize> XBlocks<N> {
+    /// # Safety
+    /// Tokens `t0..t0 + N` and block `b < nb` inside `a`, whose buffers hold `a.n` tokens (checked by [`tile`]).
+    #[inline(always)]
+    unsafe fn new(a: &QuantActs, t0: usize, nb: usize, b: usize) -> Self {
+        let blk = |i: usize| (t0 + i) * nb + b;
+        // SAFETY: blk(i) < a.n · nb by the caller's contract, and the buffers hold that many blocks.
+        unsafe {
+            Self {
+                qs: std::array::from_fn(|i| a.qs.as_ptr().add(blk(i) * QK)),
+                d: std::array::from_fn(|i| *a.d.get_unchecked(blk(i))),
+                sum: std::array::from_fn(|i| *a.sum.get_unchecked(blk(i))),
+            }
+        }
+    }
+
+    /// The 4 bytes of k-step `j < 8` of token `i`'s block, as one little-endian i32 (for a broadcast).
+    #[inline(always)]
+    fn x4(&self, i: usize, j: usize) -> i32 {
+        debug_assert!(j < QK / 4);
+        // SAFETY: `qs[i]` points at 32 codes (see `new`) and 4·j + 4 ≤ 32; i8 has no invalid bit patterns.
+        unsafe { (self.qs[i].add(4 * j) as *const i32).read_unaligned() }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -226,6 +258,8 @@ mod avx2 {
             WeightData::Q8 { qs, d } => {
                 for b in 0..nb {
                     let base = (g * nb + b) * 8 * 64;
+                    // SAFETY: tokens t0..t0 + N and block b are inside `a` (contract of this function).
+                    let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
                     let mut iacc = [[_mm256_setzero_si256(); 2]; N];
                     for j in 0..8 {
                         let at = base + j * 64;
@@ -239,7 +273,7 @@ mod avx2 {
                         prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES) as *const u8);
                         let (a0, a1) = (_mm256_abs_epi8(w0), _mm256_abs_epi8(w1));
                         for i in 0..N {
-                            let xb = _mm256_set1_epi32(x4(a, (t0 + i) * nb + b, j));
+                            let xb = _mm256_set1_epi32(x.x4(i, j));
                             // |w| · (x · sign(w)) = w · x; pairs stay within ±2·127² (no saturation).
                             let p0 = _mm256_maddubs_epi16(a0, _mm256_sign_epi8(xb, w0));
                             let p1 = _mm256_maddubs_epi16(a1, _mm256_sign_epi8(xb, w1));
@@ -248,13 +282,15 @@ mod avx2 {
                         }
                     }
                     // SAFETY: the 16 scales of block b of group g are inside `d`.
-                    unsafe { scale_block::<N>(d, g, nb, b, a, t0, &iacc, &mut facc) };
+                    unsafe { scale_block::<N>(d, g, nb, b, &x, &iacc, &mut facc) };
                 }
             }
             WeightData::Q4 { qs, d } => {
                 let low = _mm256_set1_epi8(15);
                 for b in 0..nb {
                     let base = (g * nb + b) * 4 * 64;
+                    // SAFETY: tokens t0..t0 + N and block b are inside `a` (contract of this function).
+                    let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
                     // Products of codes ≤ 15 and |x| ≤ 127: 8 k-steps of pairs stay below 2^15 in 16 bits.
                     let mut hacc = [[_mm256_setzero_si256(); 2]; N];
                     for z in 0..4 {
@@ -272,9 +308,8 @@ mod avx2 {
                         let hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
                         let hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
                         for i in 0..N {
-                            let blk = (t0 + i) * nb + b;
-                            let xl = _mm256_set1_epi32(x4(a, blk, z));
-                            let xh = _mm256_set1_epi32(x4(a, blk, z + 4));
+                            let xl = _mm256_set1_epi32(x.x4(i, z));
+                            let xh = _mm256_set1_epi32(x.x4(i, z + 4));
                             let s0 = _mm256_add_epi16(
                                 _mm256_maddubs_epi16(lo0, xl),
                                 _mm256_maddubs_epi16(hi0, xh),
@@ -290,14 +325,14 @@ mod avx2 {
                     let mut iacc = [[_mm256_setzero_si256(); 2]; N];
                     for i in 0..N {
                         // Codes are value + 8: subtract 8 · Σx.
-                        let corr = _mm256_set1_epi32(8 * a.sum[(t0 + i) * nb + b]);
+                        let corr = _mm256_set1_epi32(8 * x.sum[i]);
                         for h in 0..2 {
                             iacc[i][h] =
                                 _mm256_sub_epi32(_mm256_madd_epi16(hacc[i][h], ones), corr);
                         }
                     }
                     // SAFETY: the 16 scales of block b of group g are inside `d`.
-                    unsafe { scale_block::<N>(d, g, nb, b, a, t0, &iacc, &mut facc) };
+                    unsafe { scale_block::<N>(d, g, nb, b, &x, &iacc, &mut facc) };
                 }
             }
             _ => unreachable!("checked by `tile`"),
@@ -322,8 +357,7 @@ mod avx2 {
         g: usize,
         nb: usize,
         b: usize,
-        a: &QuantActs,
-        t0: usize,
+        x: &XBlocks<N>,
         iacc: &[[__m256i; 2]; N],
         facc: &mut [[__m256; 2]; N],
     ) {
@@ -336,7 +370,7 @@ mod avx2 {
             ]
         };
         for i in 0..N {
-            let dx = _mm256_set1_ps(a.d[(t0 + i) * nb + b]);
+            let dx = _mm256_set1_ps(x.d[i]);
             for h in 0..2 {
                 let s = _mm256_mul_ps(dw[h], dx);
                 facc[i][h] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(iacc[i][h]), facc[i][h]);
@@ -411,9 +445,11 @@ mod avx512 {
                 let flip = _mm512_set1_epi8(-128);
                 for b in 0..nb {
                     let base = (g * nb + b) * 8 * 64;
+                    // SAFETY: tokens t0..t0 + N and block b are inside `a` (contract of this function).
+                    let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
                     // Codes + 128 are unsigned: start from −128 · Σx.
                     let mut iacc: [__m512i; N] =
-                        std::array::from_fn(|i| _mm512_set1_epi32(-128 * a.sum[(t0 + i) * nb + b]));
+                        std::array::from_fn(|i| _mm512_set1_epi32(-128 * x.sum[i]));
                     for j in 0..8 {
                         let at = base + j * 64;
                         // SAFETY: k-step j of block b of group g is 64 bytes at `at` inside `qs`.
@@ -422,21 +458,23 @@ mod avx512 {
                         prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES) as *const u8);
                         let u = _mm512_xor_si512(wv, flip);
                         for i in 0..N {
-                            let xb = _mm512_set1_epi32(x4(a, (t0 + i) * nb + b, j));
+                            let xb = _mm512_set1_epi32(x.x4(i, j));
                             iacc[i] = _mm512_dpbusd_epi32(iacc[i], u, xb);
                         }
                     }
                     // SAFETY: the 16 scales of block b of group g are inside `d`.
-                    unsafe { scale_block::<N>(d, g, nb, b, a, t0, &iacc, &mut facc) };
+                    unsafe { scale_block::<N>(d, g, nb, b, &x, &iacc, &mut facc) };
                 }
             }
             WeightData::Q4 { qs, d } => {
                 let low = _mm512_set1_epi8(15);
                 for b in 0..nb {
                     let base = (g * nb + b) * 4 * 64;
+                    // SAFETY: tokens t0..t0 + N and block b are inside `a` (contract of this function).
+                    let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
                     // Codes are value + 8: start from −8 · Σx.
                     let mut iacc: [__m512i; N] =
-                        std::array::from_fn(|i| _mm512_set1_epi32(-8 * a.sum[(t0 + i) * nb + b]));
+                        std::array::from_fn(|i| _mm512_set1_epi32(-8 * x.sum[i]));
                     for z in 0..4 {
                         let at = base + z * 64;
                         // SAFETY: unit z of block b of group g is 64 bytes at `at` inside `qs`.
@@ -446,18 +484,14 @@ mod avx512 {
                         let lo = _mm512_and_si512(v, low);
                         let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
                         for i in 0..N {
-                            let blk = (t0 + i) * nb + b;
                             iacc[i] =
-                                _mm512_dpbusd_epi32(iacc[i], lo, _mm512_set1_epi32(x4(a, blk, z)));
-                            iacc[i] = _mm512_dpbusd_epi32(
-                                iacc[i],
-                                hi,
-                                _mm512_set1_epi32(x4(a, blk, z + 4)),
-                            );
+                                _mm512_dpbusd_epi32(iacc[i], lo, _mm512_set1_epi32(x.x4(i, z)));
+                            iacc[i] =
+                                _mm512_dpbusd_epi32(iacc[i], hi, _mm512_set1_epi32(x.x4(i, z + 4)));
                         }
                     }
                     // SAFETY: the 16 scales of block b of group g are inside `d`.
-                    unsafe { scale_block::<N>(d, g, nb, b, a, t0, &iacc, &mut facc) };
+                    unsafe { scale_block::<N>(d, g, nb, b, &x, &iacc, &mut facc) };
                 }
             }
             _ => unreachable!("checked by `tile`"),
@@ -480,15 +514,14 @@ mod avx512 {
         g: usize,
         nb: usize,
         b: usize,
-        a: &QuantActs,
-        t0: usize,
+        x: &XBlocks<N>,
         iacc: &[__m512i; N],
         facc: &mut [__m512; N],
     ) {
         // SAFETY: guaranteed by the caller.
         let dw = unsafe { _mm512_loadu_ps(d.as_ptr().add((g * nb + b) * LANE_ROWS)) };
         for i in 0..N {
-            let s = _mm512_mul_ps(dw, _mm512_set1_ps(a.d[(t0 + i) * nb + b]));
+            let s = _mm512_mul_ps(dw, _mm512_set1_ps(x.d[i]));
             facc[i] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(iacc[i]), facc[i]);
         }
     }
