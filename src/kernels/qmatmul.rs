@@ -200,6 +200,25 @@ impl<const N: usize> XBlocks<N> {
     }
 }
 
+/// How far ahead of the block being read the tiles prefetch the weight stream, in bytes.
+///
+/// On the decode path (one token, weights streamed from DRAM, AVX-512 machine, one thread) one L2 prefetch per
+/// 256 bytes at 4–16 KB ahead streamed 10–25 % faster than one L1 prefetch per 64-byte line at 1–2 KB ahead, and
+/// faster than none.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_AHEAD: usize = 8192;
+
+/// L2 prefetch hints for the `quarters` 256-byte quarters of weight codes `PREFETCH_AHEAD` bytes past `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_ahead(p: *const u8, quarters: usize) {
+    for q in 0..quarters {
+        let at = p.wrapping_add(PREFETCH_AHEAD + 256 * q) as *const i8;
+        // SAFETY: prefetch is a hint; it never faults, whatever the address.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(at) };
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::*;
@@ -223,16 +242,31 @@ mod avx2 {
             let k = (nt - done).min(4);
             let o = &mut out[done..done + k];
             let t = t0 + done;
-            // Every arm: the contract of this function, for tokens t..t + k.
-            match k {
+            let q4 = matches!(w.data, WeightData::Q4 { .. });
+            // Every arm: the contract of this function, for tokens t..t + k. With q4 and 3 or more tokens, the
+            // decoded weights of both halves of the group and the accumulators need more than 16 registers, so
+            // each half gets a pass of its own (measured faster; with q8 one pass is faster).
+            match (k, q4) {
                 // SAFETY: same contract as this function.
-                1 => unsafe { tile_n::<1>(w, g, a, t, o) },
+                (1, _) => unsafe { tile_n::<1>(w, g, a, t, o) },
                 // SAFETY: same contract as this function.
-                2 => unsafe { tile_n::<2>(w, g, a, t, o) },
+                (2, _) => unsafe { tile_n::<2>(w, g, a, t, o) },
                 // SAFETY: same contract as this function.
-                3 => unsafe { tile_n::<3>(w, g, a, t, o) },
+                (3, false) => unsafe { tile_n::<3>(w, g, a, t, o) },
                 // SAFETY: same contract as this function.
-                _ => unsafe { tile_n::<4>(w, g, a, t, o) },
+                (_, false) => unsafe { tile_n::<4>(w, g, a, t, o) },
+                (3, true) => {
+                    for h in 0..2 {
+                        // SAFETY: same contract as this function; h < 2.
+                        unsafe { tile_q4_half::<3>(w, g, a, t, h, o) }
+                    }
+                }
+                (_, true) => {
+                    for h in 0..2 {
+                        // SAFETY: same contract as this function; h < 2.
+                        unsafe { tile_q4_half::<4>(w, g, a, t, h, o) }
+                    }
+                }
             }
             done += k;
         }
@@ -262,6 +296,7 @@ mod avx2 {
                     // SAFETY: tokens t0..t0 + N and block b are inside `a` (contract of this function).
                     let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
                     let mut iacc = [[_mm256_setzero_si256(); 2]; N];
+                    prefetch_ahead(qs.as_ptr().wrapping_add(base) as *const u8, 2);
                     for j in 0..8 {
                         let at = base + j * 64;
                         // SAFETY: k-step j of block b of group g is 64 bytes at `at` inside `qs`.
@@ -271,7 +306,6 @@ mod avx2 {
                                 _mm256_loadu_si256(qs.as_ptr().add(at + 32) as *const __m256i),
                             )
                         };
-                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES) as *const u8);
                         let (a0, a1) = (_mm256_abs_epi8(w0), _mm256_abs_epi8(w1));
                         for i in 0..N {
                             let xb = _mm256_set1_epi32(x.x4(i, j));
@@ -294,6 +328,7 @@ mod avx2 {
                     let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
                     // Products of codes ≤ 15 and |x| ≤ 127: 8 k-steps of pairs stay below 2^15 in 16 bits.
                     let mut hacc = [[_mm256_setzero_si256(); 2]; N];
+                    prefetch_ahead(qs.as_ptr().wrapping_add(base), 1);
                     for z in 0..4 {
                         let at = base + z * 64;
                         // SAFETY: unit z of block b of group g is 64 bytes at `at` inside `qs`.
@@ -303,7 +338,6 @@ mod avx2 {
                                 _mm256_loadu_si256(qs.as_ptr().add(at + 32) as *const __m256i),
                             )
                         };
-                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES));
                         let lo0 = _mm256_and_si256(v0, low);
                         let lo1 = _mm256_and_si256(v1, low);
                         let hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
@@ -346,6 +380,70 @@ mod avx2 {
         }
     }
 
+    /// q4 rows `8h..8h + 8` of the group (one register per token) for `N` tokens: the same operations per output
+    /// as [`tile_n`], so the same bits.
+    ///
+    /// # Safety
+    /// As [`tile`], with q4 weights, `N ≤ 4` tokens, `h < 2` and `out` holding at least `N` rows.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by token
+    unsafe fn tile_q4_half<const N: usize>(
+        w: &Weights,
+        g: usize,
+        a: &QuantActs,
+        t0: usize,
+        h: usize,
+        out: &mut [[f32; LANE_ROWS]],
+    ) {
+        let WeightData::Q4 { qs, d } = &w.data else {
+            unreachable!("called for q4 weights only")
+        };
+        let nb = w.cols / QK;
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm256_set1_epi8(15);
+        let mut facc = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            // SAFETY: tokens t0..t0 + N and block b are inside `a` (contract of this function).
+            let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
+            let base = (g * nb + b) * 4 * 64;
+            if h == 0 {
+                prefetch_ahead(qs.as_ptr().wrapping_add(base), 1);
+            }
+            let mut hacc = [_mm256_setzero_si256(); N];
+            for z in 0..4 {
+                // SAFETY: half h of unit z of block b of group g is 32 bytes inside `qs`.
+                let v = unsafe {
+                    _mm256_loadu_si256(qs.as_ptr().add(base + z * 64 + 32 * h) as *const __m256i)
+                };
+                let lo = _mm256_and_si256(v, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                for i in 0..N {
+                    let xl = _mm256_set1_epi32(x.x4(i, z));
+                    let xh = _mm256_set1_epi32(x.x4(i, z + 4));
+                    let s = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, xl),
+                        _mm256_maddubs_epi16(hi, xh),
+                    );
+                    hacc[i] = _mm256_add_epi16(hacc[i], s);
+                }
+            }
+            // SAFETY: the 16 scales of block b of group g are inside `d`; half h is 8 of them.
+            let dw = unsafe { _mm256_loadu_ps(d.as_ptr().add((g * nb + b) * LANE_ROWS + 8 * h)) };
+            for i in 0..N {
+                // Codes are value + 8: subtract 8 · Σx.
+                let corr = _mm256_set1_epi32(8 * x.sum[i]);
+                let iacc = _mm256_sub_epi32(_mm256_madd_epi16(hacc[i], ones), corr);
+                let s = _mm256_mul_ps(dw, _mm256_set1_ps(x.d[i]));
+                facc[i] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(iacc), facc[i]);
+            }
+        }
+        for i in 0..N {
+            // SAFETY: out[i] has 16 floats; half h is 8 of them.
+            unsafe { _mm256_storeu_ps(out[i].as_mut_ptr().add(8 * h), facc[i]) };
+        }
+    }
+
     /// `facc = fma(d_w · d_x, float(iacc), facc)` for block `b` of every token.
     ///
     /// # Safety
@@ -377,14 +475,6 @@ mod avx2 {
                 facc[i][h] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(iacc[i][h]), facc[i][h]);
             }
         }
-    }
-
-    const PREFETCH_BYTES: usize = 1024;
-
-    #[inline(always)]
-    fn prefetch(p: *const u8) {
-        // SAFETY: prefetch is a hint; it never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
     }
 }
 
@@ -451,12 +541,12 @@ mod avx512 {
                     // Codes + 128 are unsigned: start from −128 · Σx.
                     let mut iacc: [__m512i; N] =
                         std::array::from_fn(|i| _mm512_set1_epi32(-128 * x.sum[i]));
+                    prefetch_ahead(qs.as_ptr().wrapping_add(base) as *const u8, 2);
                     for j in 0..8 {
                         let at = base + j * 64;
                         // SAFETY: k-step j of block b of group g is 64 bytes at `at` inside `qs`.
                         let wv =
                             unsafe { _mm512_loadu_si512(qs.as_ptr().add(at) as *const __m512i) };
-                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES) as *const u8);
                         let u = _mm512_xor_si512(wv, flip);
                         for i in 0..N {
                             let xb = _mm512_set1_epi32(x.x4(i, j));
@@ -476,12 +566,12 @@ mod avx512 {
                     // Codes are value + 8: start from −8 · Σx.
                     let mut iacc: [__m512i; N] =
                         std::array::from_fn(|i| _mm512_set1_epi32(-8 * x.sum[i]));
+                    prefetch_ahead(qs.as_ptr().wrapping_add(base), 1);
                     for z in 0..4 {
                         let at = base + z * 64;
                         // SAFETY: unit z of block b of group g is 64 bytes at `at` inside `qs`.
                         let v =
                             unsafe { _mm512_loadu_si512(qs.as_ptr().add(at) as *const __m512i) };
-                        prefetch(qs.as_ptr().wrapping_add(at + PREFETCH_BYTES));
                         let lo = _mm512_and_si512(v, low);
                         let hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
                         for i in 0..N {
@@ -525,14 +615,6 @@ mod avx512 {
             let s = _mm512_mul_ps(dw, _mm512_set1_ps(x.d[i]));
             facc[i] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(iacc[i]), facc[i]);
         }
-    }
-
-    const PREFETCH_BYTES: usize = 2048;
-
-    #[inline(always)]
-    fn prefetch(p: *const u8) {
-        // SAFETY: prefetch is a hint; it never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
     }
 }
 
