@@ -5,6 +5,12 @@ wavelet model; the R peak of every beat is located on the clean signal. Augmenta
 show: premature ventricular beats (wide, tall, either polarity, with compensatory timing), polarity and gain
 changes, baseline offset and wander, muscle noise, power-line hum and motion artefacts. Labels move with the
 beats; noise never changes them.
+
+Version 2 fixed three label and morphology bugs of version 1: an R peak was "refined" to the edge of its ±40 ms
+window where a small R wave sits on the upstroke from a deep Q wave into a tall T wave (every beat of such a record
+was labelled up to 40 ms off its R wave); PVC heights were relative to the R wave even where the normal QRS is an rS
+complex with an S wave up to ~10x deeper, so PVCs there were small humps; and at heart rates above ~170 bpm the
+blanking of a beat replaced by a PVC erased the next beat's QRS while that beat kept its label.
 """
 from __future__ import annotations
 
@@ -12,9 +18,12 @@ import numpy as np
 import neurokit2 as nk
 
 RATE = 360
+VERSION = 2  # bumped when the clean records or their labels change (train.py caches them under this name)
+# Every function that changed takes `version`: 2 (the default, used by evaluate.py) or 1, which reproduces the
+# records the bundled models/ecg_beats.onnx was trained on (train.py's default `sim=1`).
 
 
-def clean_record(rng: np.random.Generator, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+def clean_record(rng: np.random.Generator, seconds: float, version: int = VERSION) -> tuple[np.ndarray, np.ndarray]:
     """One clean single-lead record in mV and the sample indices of its R peaks."""
     hr = float(rng.uniform(38, 190))
     seed = int(rng.integers(1 << 30))
@@ -29,38 +38,59 @@ def clean_record(rng: np.random.Generator, seconds: float) -> tuple[np.ndarray, 
                             noise=0, random_state=seed)
     x = np.asarray(x, dtype=np.float64)
     x = x - np.median(x)
-    peaks = r_peaks_of_clean(x)
+    peaks = r_peaks_of_clean(x, version)
     r_amp = np.median(x[peaks]) if len(peaks) else 1.0
     x = x / max(abs(r_amp), 1e-3)  # R amplitude 1 (gain is set by augmentation)
     return x, peaks
 
 
-def r_peaks_of_clean(x: np.ndarray) -> np.ndarray:
-    """R peaks of a noise-free simulated ECG: neurokit2's detector, refined to the local maximum within ±40 ms."""
+def r_peaks_of_clean(x: np.ndarray, version: int = VERSION) -> np.ndarray:
+    """R peaks of a noise-free simulated ECG: neurokit2's detector, refined to the highest local maximum within
+    ±40 ms. Only true local maxima count: where the signal keeps rising through the window (a small R wave between
+    a deep Q and a tall T), the window's edge is no peak, and neurokit2's own index is kept."""
     _, info = nk.ecg_peaks(x, sampling_rate=RATE, method="neurokit")
     p = np.asarray(info["ECG_R_Peaks"], dtype=np.int64)
     w = int(0.04 * RATE)
     out = []
     for i in p:
-        a, b = max(0, i - w), min(len(x), i + w + 1)
-        out.append(a + int(np.argmax(x[a:b])))
+        if version == 1:  # the plain argmax of version 1 (may return the window's edge)
+            a, b = max(0, i - w), min(len(x), i + w + 1)
+            out.append(a + int(np.argmax(x[a:b])))
+            continue
+        a, b = max(1, i - w), min(len(x) - 1, i + w + 1)
+        s = x[a:b]
+        local = np.flatnonzero((s >= x[a - 1:b - 1]) & (s >= x[a + 1:b + 1]))
+        out.append(a + int(local[np.argmax(s[local])]) if len(local) else int(i))
     return np.unique(np.asarray(out, dtype=np.int64))
 
 
-def add_pvcs(rng: np.random.Generator, x: np.ndarray, peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Replace a random share of beats by premature ventricular complexes (wide QRS, discordant T)."""
-    share = rng.choice([0.0, rng.uniform(0.05, 0.5)])
+def add_pvcs(rng: np.random.Generator, x: np.ndarray, peaks: np.ndarray,
+             with_pvcs: float | None = None, version: int = VERSION) -> tuple[np.ndarray, np.ndarray]:
+    """Replace a random share of beats by premature ventricular complexes (wide QRS, discordant T). Half of the
+    calls add none; `with_pvcs` sets another probability of adding some (training oversamples them)."""
+    if with_pvcs is None:
+        share = rng.choice([0.0, rng.uniform(0.05, 0.5)])
+    else:
+        share = float(rng.uniform(0.05, 0.5)) if rng.random() < with_pvcs else 0.0
     if share == 0.0 or len(peaks) < 3:
         return x, peaks
     x = x.copy()
+    # PVC heights are relative to the normal QRS's largest deflection: the R wave (1 after clean_record), or the S or
+    # Q wave where that is deeper than the R is tall (rS and QS-like complexes, up to ~10x), so that PVCs are not
+    # dwarfed by the normal beats' S waves.
+    w = int(0.05 * RATE)
+    qrs_size = float(np.median([np.max(np.abs(x[max(0, p - w):p + w + 1])) for p in peaks])) if version >= 2 else 1.0
     new_peaks = list(peaks)
     for k in range(1, len(peaks) - 1):
         if rng.random() >= share:
             continue
         rr = peaks[k] - peaks[k - 1]
-        # Blank the normal beat (QRS and T) by a straight line between the window edges.
+        # Blank the normal beat (QRS and T) by a straight line between the window edges; at high heart rates the
+        # window stops short of the next beat's QRS (which keeps its label) instead of erasing it.
         a = max(0, peaks[k] - int(0.12 * RATE))
         b = min(len(x) - 1, peaks[k] + int(0.35 * RATE))
+        if version >= 2:
+            b = min(b, peaks[k + 1] - int(0.06 * RATE))
         x[a:b + 1] = np.linspace(x[a], x[b], b - a + 1)
         pos = int(peaks[k] - rng.uniform(0.05, 0.35) * rr)
         pos = max(pos, peaks[k - 1] + int(0.25 * RATE))
@@ -68,7 +98,7 @@ def add_pvcs(rng: np.random.Generator, x: np.ndarray, peaks: np.ndarray) -> tupl
         t = (np.arange(lo, hi) - pos) / RATE
         sign = rng.choice([-1.0, 1.0])
         width = rng.uniform(0.02, 0.05)
-        amp = rng.uniform(0.5, 3.0)
+        amp = rng.uniform(0.5, 3.0) * qrs_size
         qrs = amp * np.exp(-0.5 * (t / width) ** 2)
         # a biphasic wing makes the complex look like real PVCs (notched/slurred)
         qrs -= rng.uniform(0.0, 0.5) * amp * np.exp(-0.5 * ((t - 1.6 * width) / width) ** 2)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the ECG beat detector and export models/ecg_beats.onnx.
 
-    nice -n 10 training/work/venv/bin/python training/ecg/train.py          # ~10 min on 2 shared cores
+    nice -n 10 training/work/venv/bin/python training/ecg/train.py     # 1400 steps x 16 windows, 4-16 min
 
 The model is a causal, fully convolutional 1-D CNN over the raw lead in mV at 360 Hz: input [1, 1, T], output
 [1, 1, T], the probability that an R peak happened DELAY samples earlier. Dilated causal convolutions (left padding
@@ -32,6 +32,13 @@ DELAY = 36          # samples (100 ms) of look-ahead the causal model gets befor
 HALF_WIDTH = 4      # label is 1 within ±4 samples (±11 ms) of the R peak
 WINDOW = 2048       # 5.7 s training windows
 CHANNELS = 24
+BATCH = 16
+MIX = False
+DILATIONS = (2, 4, 8, 16, 32)
+RECEPTIVE_FIELD = 1 + 6 + sum(4 * d for d in DILATIONS)  # 255 samples (0.71 s)
+HIGH_NOISE_SHARE = 0.0
+PVC_WINDOWS = None  # None: half of the windows get PVCs, drawn as simulator version 1 drew them
+SIM = 1  # simulator version of the training records (1: the bundled model's; see ecgsim.py)
 
 
 class CausalConv(nn.Module):
@@ -45,30 +52,43 @@ class CausalConv(nn.Module):
         return torch.relu(self.bn(self.conv(nn.functional.pad(x, (self.left, 0)))))
 
 
+class Block(nn.Module):
+    """Residual block: a dilated causal Conv (k 5) + ReLU, then a pointwise Conv (k 1) + ReLU when `mix`."""
+
+    def __init__(self, c: int, d: int, mix: bool):
+        super().__init__()
+        self.conv = CausalConv(c, c, 5, d)
+        self.mix = CausalConv(c, c, 1, 1) if mix else None
+
+    def forward(self, h):
+        r = self.conv(h)
+        if self.mix is not None:
+            r = self.mix(r)
+        return h + r
+
+
 class BeatNet(nn.Module):
-    def __init__(self, c: int = CHANNELS):
+    def __init__(self, c: int = CHANNELS, mix: bool = MIX):
         super().__init__()
         self.inp = CausalConv(1, c, 7, 1)
-        self.blocks = nn.ModuleList([CausalConv(c, c, 5, d) for d in (2, 4, 8, 16, 32)])
+        # without `mix` a block is the bare CausalConv (as in the bundled model, so its export is byte-identical)
+        self.blocks = nn.ModuleList([Block(c, d, mix) if mix else CausalConv(c, c, 5, d) for d in DILATIONS])
         self.head = nn.Conv1d(c, 1, 1)
 
     def forward(self, x):
-        h = self.inp(x)
-        for b in self.blocks:
-            h = h + b(h)
-        return torch.sigmoid(self.head(h))
+        return torch.sigmoid(self.logits(x))
 
     def logits(self, x):
         h = self.inp(x)
         for b in self.blocks:
-            h = h + b(h)
+            h = b(h) if isinstance(b, Block) else h + b(h)
         return self.head(h)
 
 
 def make_bank(rng: np.random.Generator, records: int, seconds: float):
     bank = []
     for _ in range(records):
-        bank.append(ecgsim.clean_record(rng, seconds))
+        bank.append(ecgsim.clean_record(rng, seconds, version=SIM))
     return bank
 
 
@@ -77,8 +97,13 @@ def sample_batch(rng, bank, batch: int):
     for _ in range(batch):
         x, p = bank[rng.integers(len(bank))]
         a = int(rng.integers(0, len(x) - WINDOW))
-        seg, pk = ecgsim.add_pvcs(rng, x[a:a + WINDOW], p[(p >= a) & (p < a + WINDOW)] - a)
-        xs.append(ecgsim.distort(rng, seg))
+        pk = p[(p >= a) & (p < a + WINDOW)] - a
+        seg, pk = ecgsim.add_pvcs(rng, x[a:a + WINDOW], pk, with_pvcs=PVC_WINDOWS, version=SIM)
+        # hard examples: a share of the windows draws its noise level from the upper half of the range only
+        level = None
+        if HIGH_NOISE_SHARE > 0 and rng.random() < HIGH_NOISE_SHARE:
+            level = float(rng.uniform(0.5, 1.0))
+        xs.append(ecgsim.distort(rng, seg, level=level))
         ys.append(ecgsim.target(pk, WINDOW, DELAY, HALF_WIDTH))
     return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
 
@@ -98,8 +123,14 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     args = dict(a.split("=") for a in sys.argv[1:])
+    global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM  # overridable for experiments
+    CHANNELS = int(args.get("channels", CHANNELS))
+    MIX = bool(int(args.get("mix", int(MIX))))
+    HIGH_NOISE_SHARE = float(args.get("high_noise_share", HIGH_NOISE_SHARE))
+    PVC_WINDOWS = float(args["pvc_windows"]) if "pvc_windows" in args else PVC_WINDOWS
+    SIM = int(args.get("sim", SIM))
     records = int(args.get("records", 100))
-    cache = WORK / f"bank_{records}.npz"
+    cache = WORK / f"bank_v{SIM}_{records}.npz"  # the simulator version names the cache
     if cache.exists():  # the simulated records depend only on the seed: reuse them between runs
         z = np.load(cache, allow_pickle=True)
         bank = list(zip(z["x"], z["p"]))
@@ -110,7 +141,9 @@ def main() -> None:
                  state=np.int64(1))
         rng = np.random.default_rng(1)
     print(f"simulated {len(bank)} clean records in {time.time() - t0:.0f} s", flush=True)
-    model = BeatNet()
+    model = BeatNet(CHANNELS, MIX)
+    print(f"channels {CHANNELS}, pointwise mix {MIX}, receptive field {RECEPTIVE_FIELD}, high-noise share "
+          f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}")
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = int(args.get("steps", 1400))
@@ -118,7 +151,7 @@ def main() -> None:
     lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(8.0))
     model.train()
     for step in range(steps):
-        x, y = sample_batch(rng, bank, 16)
+        x, y = sample_batch(rng, bank, BATCH)
         loss = lossf(model.logits(x), y)
         opt.zero_grad()
         loss.backward()
@@ -126,9 +159,12 @@ def main() -> None:
         sched.step()
         if step % 50 == 0 or step == steps - 1:
             print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
-    out = ROOT / "models" / "ecg_beats.onnx"
+    out = Path(args.get("out", ROOT / "models" / "ecg_beats.onnx"))
     export(model, out)
-    meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": 255, "train_seconds": round(time.time() - t0)}
+    meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
+            "steps": steps, "batch": BATCH, "records": records, "high_noise_share": HIGH_NOISE_SHARE,
+            "pvc_windows": PVC_WINDOWS, "parameters": sum(p.numel() for p in model.parameters()),
+            "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
     print(f"exported {out} ({out.stat().st_size} bytes) after {time.time() - t0:.0f} s")
 
