@@ -203,7 +203,7 @@ impl<const N: usize> XBlocks<N> {
 /// How far ahead of the block being read the tiles prefetch the weight stream, in bytes.
 ///
 /// On the decode path (one token, weights streamed from DRAM, AVX-512 machine, one thread) one L2 prefetch per
-/// 256 bytes at 4–16 KB ahead streamed 10–25 % faster than one L1 prefetch per 64-byte line at 1–2 KB ahead, and
+/// 256 bytes at 4–16 KB ahead streamed 9–25 % faster than one L1 prefetch per 64-byte line at 1–2 KB ahead, and
 /// faster than none.
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 8192;
@@ -237,12 +237,12 @@ mod avx2 {
     ) {
         // At most 4 tokens per pass (16 registers); monomorphise on the token count so the accumulators stay in
         // registers.
+        let q4 = matches!(w.data, WeightData::Q4 { .. });
         let mut done = 0;
         while done < nt {
             let k = (nt - done).min(4);
             let o = &mut out[done..done + k];
             let t = t0 + done;
-            let q4 = matches!(w.data, WeightData::Q4 { .. });
             // Every arm: the contract of this function, for tokens t..t + k. With q4 and 3 or more tokens, the
             // decoded weights of both halves of the group and the accumulators need more than 16 registers, so
             // each half gets a pass of its own (measured faster; with q8 one pass is faster).
