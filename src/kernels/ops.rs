@@ -173,6 +173,209 @@ mod simd {
             y[j] += alpha * x[j];
         }
     }
+
+    /// Lane `j` of the result is the sum of the 8 lanes of `a[j]`, added as ((0+1)+(2+3)) + ((4+5)+(6+7)).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum8x8(a: &[__m256; 8]) -> __m256 {
+        let h01 = _mm256_hadd_ps(a[0], a[1]);
+        let h23 = _mm256_hadd_ps(a[2], a[3]);
+        let h45 = _mm256_hadd_ps(a[4], a[5]);
+        let h67 = _mm256_hadd_ps(a[6], a[7]);
+        let l = _mm256_hadd_ps(h01, h23);
+        let r = _mm256_hadd_ps(h45, h67);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(l, r),
+            _mm256_permute2f128_ps::<0x31>(l, r),
+        )
+    }
+
+    /// `s ← exp(s − max s) / Σ` with [`exp8`] (the lanes of [`super::exp_poly`]).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn softmax(s: &mut [f32]) {
+        let n = s.len();
+        let main = n / 8 * 8;
+        let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+        for c in s[..main].chunks_exact(8) {
+            // SAFETY: `c` holds 8 floats.
+            mv = _mm256_max_ps(mv, unsafe { _mm256_loadu_ps(c.as_ptr()) });
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), mv) };
+        let m = lanes
+            .iter()
+            .chain(&s[main..])
+            .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mb = _mm256_set1_ps(m);
+        let mut sum = _mm256_setzero_ps();
+        for c in s[..main].chunks_exact_mut(8) {
+            // SAFETY: `c` holds 8 floats.
+            unsafe {
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), mb));
+                sum = _mm256_add_ps(sum, e);
+                _mm256_storeu_ps(c.as_mut_ptr(), e);
+            }
+        }
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        let mut total = lanes.iter().sum::<f32>();
+        for v in &mut s[main..] {
+            *v = super::exp_poly(*v - m);
+            total += *v;
+        }
+        let inv = _mm256_set1_ps(1.0 / total);
+        for c in s[..main].chunks_exact_mut(8) {
+            // SAFETY: `c` holds 8 floats.
+            unsafe {
+                _mm256_storeu_ps(
+                    c.as_mut_ptr(),
+                    _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), inv),
+                )
+            };
+        }
+        for v in &mut s[main..] {
+            *v *= 1.0 / total;
+        }
+    }
+
+    /// [`super::attend_kv_head`] with `hd` a multiple of 8.
+    ///
+    /// Scores: 8 positions at a time for every head of the group (their 8 key rows stay in L1), one accumulator
+    /// per position over the `hd / 8` chunks, then [`hsum8x8`]. A last partial block repeats the last position, so
+    /// every score is computed the same way wherever it falls. Outputs: 32 (then 8) dimensions of two heads at a
+    /// time in registers, one fused multiply-add per position in position order.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; `hd` a multiple of 8 and the buffer sizes checked by [`super::attend_kv_head`].
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn attend_kv_head(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        len: usize,
+        kvh: usize,
+        group: usize,
+        n_kv: usize,
+        hd: usize,
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        // SAFETY: same contract as this function.
+        unsafe { scores_only(q, k, len, kvh, group, n_kv, hd, scale, scores) };
+        let row = |p: usize| (p * n_kv + kvh) * hd;
+        for g in 0..group {
+            softmax(&mut scores[g * len..(g + 1) * len]);
+        }
+        let mut g0 = 0;
+        while g0 < group {
+            let two = group - g0 >= 2;
+            let mut c0 = 0;
+            while c0 < hd {
+                let wide = hd - c0 >= 32;
+                // SAFETY: heads g0 (and g0 + 1 when `two`) < group, dimensions c0 .. c0 + 32 (or 8) ≤ hd.
+                unsafe {
+                    match (two, wide) {
+                        (true, true) => values::<2, 4>(v, len, &row, scores, g0, c0, hd, out),
+                        (true, false) => values::<2, 1>(v, len, &row, scores, g0, c0, hd, out),
+                        (false, true) => values::<1, 4>(v, len, &row, scores, g0, c0, hd, out),
+                        (false, false) => values::<1, 1>(v, len, &row, scores, g0, c0, hd, out),
+                    }
+                }
+                c0 += if wide { 32 } else { 8 };
+            }
+            g0 += if two { 2 } else { 1 };
+        }
+    }
+
+    /// The scaled scores `q_h · k_p · scale` of [`attend_kv_head`] into `scores[g · len + p]` (before the softmax).
+    ///
+    /// # Safety
+    /// As [`attend_kv_head`].
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn scores_only(
+        q: &[f32],
+        k: &[f32],
+        len: usize,
+        kvh: usize,
+        group: usize,
+        n_kv: usize,
+        hd: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let row = |p: usize| (p * n_kv + kvh) * hd;
+        let sc = scores.as_mut_ptr();
+        let scale_v = _mm256_set1_ps(scale);
+        for p0 in (0..len).step_by(8) {
+            let rows: [usize; 8] = std::array::from_fn(|j| row((p0 + j).min(len - 1)));
+            let m = (len - p0).min(8);
+            for g in 0..group {
+                let qh = (kvh * group + g) * hd;
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for c in (0..hd).step_by(8) {
+                    // SAFETY: head h's query and the key rows of positions < len have hd floats (sizes checked).
+                    unsafe {
+                        let qc = _mm256_loadu_ps(q.as_ptr().add(qh + c));
+                        for j in 0..8 {
+                            let kc = _mm256_loadu_ps(k.as_ptr().add(rows[j] + c));
+                            acc[j] = _mm256_fmadd_ps(qc, kc, acc[j]);
+                        }
+                    }
+                }
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` holds 8 floats; scores g·len + p0 + j < group·len for j < m.
+                unsafe {
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_mul_ps(hsum8x8(&acc), scale_v));
+                    std::ptr::copy_nonoverlapping(lanes.as_ptr(), sc.add(g * len + p0), m);
+                }
+            }
+        }
+    }
+
+    /// `out[g0 + i][c0 .. c0 + 8·D] = Σ_p scores[g0 + i][p] · v[p][c0 ..]` for `i < G`, in registers.
+    ///
+    /// # Safety
+    /// Needs AVX2 and FMA; heads `g0 .. g0 + G` inside the group, dimensions `c0 .. c0 + 8·D ≤ hd`, sizes as
+    /// checked by [`super::attend_kv_head`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn values<const G: usize, const D: usize>(
+        v: &[f32],
+        len: usize,
+        row: &impl Fn(usize) -> usize,
+        scores: &[f32],
+        g0: usize,
+        c0: usize,
+        hd: usize,
+        out: &mut [f32],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); D]; G];
+        for p in 0..len {
+            let r = row(p) + c0;
+            // SAFETY: position p < len, dimensions c0 .. c0 + 8·D of its value row (caller's contract).
+            let vv: [__m256; D] =
+                std::array::from_fn(|d| unsafe { _mm256_loadu_ps(v.as_ptr().add(r + 8 * d)) });
+            for (i, a) in acc.iter_mut().enumerate() {
+                // SAFETY: (g0 + i) · len + p < group · len.
+                let s = _mm256_set1_ps(unsafe { *scores.get_unchecked((g0 + i) * len + p) });
+                for d in 0..D {
+                    a[d] = _mm256_fmadd_ps(s, vv[d], a[d]);
+                }
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (d, &x) in a.iter().enumerate() {
+                // SAFETY: output of head g0 + i, dimensions c0 + 8d .. c0 + 8d + 8 ≤ hd (caller's contract).
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add((g0 + i) * hd + c0 + 8 * d), x) };
+            }
+        }
+    }
 }
 
 /// The RoPE inverse frequencies `θ^(-2i/d)` for `i < d/2`.
@@ -375,7 +578,7 @@ pub fn causal_conv1d(
 /// Attention of one query position over `len` cached positions with grouped-query heads.
 ///
 /// `q`: `n_heads × hd`; `k_cache`, `v_cache`: `len × n_kv × hd` (position-major); `scores`: scratch of at least
-/// `len`; `out`: `n_heads × hd`. Query head `h` uses key/value head `h / (n_heads / n_kv)`.
+/// `(n_heads / n_kv) × len`; `out`: `n_heads × hd`. Query head `h` uses key/value head `h / (n_heads / n_kv)`.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: &[f32],
@@ -390,31 +593,36 @@ pub fn attend(
     out: &mut [f32],
 ) {
     let group = n_heads / n_kv;
-    for h in 0..n_heads {
-        attend_head(
+    for kvh in 0..n_kv {
+        attend_kv_head(
             q,
             k_cache,
             v_cache,
             len,
-            h,
+            kvh,
             group,
             n_kv,
             hd,
             scale,
             scores,
-            &mut out[h * hd..(h + 1) * hd],
+            &mut out[kvh * group * hd..(kvh + 1) * group * hd],
         );
     }
 }
 
-/// One head of [`attend`] (so heads can be spread over threads).
+/// The `group` query heads that share key/value head `kvh` (heads `kvh·group ..< (kvh + 1)·group`) of [`attend`],
+/// so key/value heads can be spread over threads and each cached key and value row is read once for all of them.
+///
+/// `q`: the whole query row (`n_heads × hd`); `scores`: scratch of at least `group × len`; `out`: the `group × hd`
+/// outputs of those heads. The AVX2 path (when `hd` is a multiple of 8) computes each score with the same
+/// operations whatever `len` is, so a query gives the same bits in a prefill and in a decode step.
 #[allow(clippy::too_many_arguments)]
-pub fn attend_head(
+pub fn attend_kv_head(
     q: &[f32],
     k_cache: &[f32],
     v_cache: &[f32],
     len: usize,
-    h: usize,
+    kvh: usize,
     group: usize,
     n_kv: usize,
     hd: usize,
@@ -422,18 +630,57 @@ pub fn attend_head(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let kvh = h / group;
-    let qh = &q[h * hd..(h + 1) * hd];
-    let sc = &mut scores[..len];
-    for (p, s) in sc.iter_mut().enumerate() {
-        let kp = &k_cache[(p * n_kv + kvh) * hd..(p * n_kv + kvh + 1) * hd];
-        *s = dot(qh, kp) * scale;
+    assert!(kvh < n_kv && group > 0 && len > 0, "attention head layout");
+    assert!(q.len() >= n_kv * group * hd, "attention query row");
+    assert!(
+        k_cache.len() >= len * n_kv * hd && v_cache.len() >= len * n_kv * hd,
+        "attention cache shorter than its length"
+    );
+    assert!(scores.len() >= group * len, "attention score scratch");
+    assert!(out.len() >= group * hd, "attention output");
+    #[cfg(target_arch = "x86_64")]
+    if Isa::get().avx2_fma && hd.is_multiple_of(8) {
+        // SAFETY: AVX2 and FMA were detected at run time; the buffer sizes were checked above.
+        return unsafe {
+            simd::attend_kv_head(
+                q, k_cache, v_cache, len, kvh, group, n_kv, hd, scale, scores, out,
+            )
+        };
     }
-    softmax(sc);
-    out.fill(0.0);
-    for (p, &s) in sc.iter().enumerate() {
-        let vp = &v_cache[(p * n_kv + kvh) * hd..(p * n_kv + kvh + 1) * hd];
-        axpy(out, s, vp);
+    attend_kv_head_scalar(
+        q, k_cache, v_cache, len, kvh, group, n_kv, hd, scale, scores, out,
+    )
+}
+
+/// Scalar reference of [`attend_kv_head`]: each head on its own, a dot product per key, softmax, `out += p·v`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_kv_head_scalar(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    len: usize,
+    kvh: usize,
+    group: usize,
+    n_kv: usize,
+    hd: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let row = |p: usize| (p * n_kv + kvh) * hd..(p * n_kv + kvh + 1) * hd;
+    for g in 0..group {
+        let h = kvh * group + g;
+        let qh = &q[h * hd..(h + 1) * hd];
+        let sc = &mut scores[..len];
+        for (p, s) in sc.iter_mut().enumerate() {
+            *s = dot_scalar(qh, &k_cache[row(p)]) * scale;
+        }
+        softmax(sc);
+        let o = &mut out[g * hd..(g + 1) * hd];
+        o.fill(0.0);
+        for (p, &s) in sc.iter().enumerate() {
+            axpy_scalar(o, s, &v_cache[row(p)]);
+        }
     }
 }
 
@@ -554,12 +801,75 @@ mod tests {
             let q: Vec<f32> = (0..nh * hd).map(f).collect();
             let k: Vec<f32> = (0..len * kv * hd).map(|i| f(i + 7777)).collect();
             let v: Vec<f32> = (0..len * kv * hd).map(|i| f(i + 99991)).collect();
-            let mut scores = vec![0f32; len];
+            let mut scores = vec![0f32; group * len];
             let mut out = vec![0f32; nh * hd];
             attend(&q, &k, &v, len, nh, kv, hd, 0.3, &mut scores, &mut out);
             let r = attend_reference(&q, &k, &v, len, nh, kv, hd, 0.3);
             for (a, b) in out.iter().zip(&r) {
                 prop_assert!(close(*a, *b, 1e-5));
+            }
+        }
+
+        /// The AVX2 path of one key/value head's query heads against its scalar reference, over head widths that
+        /// exercise the 32- and 8-wide output chunks, odd groups and partial blocks of 8 positions.
+        #[test]
+        fn attention_kv_head_simd_matches_scalar(
+            len in 1usize..70,
+            kv in 1usize..3,
+            group in 1usize..6,
+            hd8 in 1usize..10,
+            big in any::<bool>(),
+            seed in any::<u32>(),
+        ) {
+            let hd = 8 * hd8;
+            let nh = kv * group;
+            // Large values make the softmax peaked, small ones flat.
+            let amp = if big { 4.0 } else { 1.0 };
+            let f = |i: usize| amp * ((((i as u32).wrapping_mul(2654435761).wrapping_add(seed)) % 1000) as f32 / 500.0 - 1.0);
+            let q: Vec<f32> = (0..nh * hd).map(f).collect();
+            let k: Vec<f32> = (0..len * kv * hd).map(|i| f(i + 7777)).collect();
+            let v: Vec<f32> = (0..len * kv * hd).map(|i| f(i + 99991)).collect();
+            for kvh in 0..kv {
+                let mut s1 = vec![0f32; group * len];
+                let mut s2 = vec![0f32; group * len];
+                let mut o1 = vec![f32::NAN; group * hd];
+                let mut o2 = vec![f32::NAN; group * hd];
+                attend_kv_head_scalar(&q, &k, &v, len, kvh, group, kv, hd, 0.2, &mut s1, &mut o1);
+                attend_kv_head(&q, &k, &v, len, kvh, group, kv, hd, 0.2, &mut s2, &mut o2);
+                for (a, b) in o1.iter().zip(&o2) {
+                    prop_assert!(close(*a, *b, 2e-5 * amp), "{a} vs {b}");
+                }
+                #[cfg(target_arch = "x86_64")]
+                if Isa::detect().avx2_fma {
+                    let mut o3 = vec![f32::NAN; group * hd];
+                    // SAFETY: AVX2 and FMA were detected; hd is a multiple of 8 and the sizes are as checked by
+                    // `attend_kv_head`.
+                    unsafe { simd::attend_kv_head(&q, &k, &v, len, kvh, group, kv, hd, 0.2, &mut s2, &mut o3) };
+                    for (a, b) in o1.iter().zip(&o3) {
+                        prop_assert!(close(*a, *b, 2e-5 * amp), "{a} vs {b}");
+                    }
+                    // A score does not depend on how many positions follow it: the first `len − 1` positions
+                    // alone give the same bits for them.
+                    if len > 1 {
+                        let mut s4 = vec![0f32; group * len];
+                        let mut o4 = vec![0f32; group * hd];
+                        let mut raw_long = vec![0f32; group * len];
+                        let mut raw_short = vec![0f32; group * len];
+                        // SAFETY: as above.
+                        unsafe {
+                            simd::scores_only(&q, &k, len, kvh, group, kv, hd, 0.2, &mut raw_long);
+                            simd::scores_only(&q, &k, len - 1, kvh, group, kv, hd, 0.2, &mut raw_short);
+                            simd::attend_kv_head(&q, &k, &v, len, kvh, group, kv, hd, 0.2, &mut s4, &mut o4);
+                        }
+                        for g in 0..group {
+                            prop_assert_eq!(
+                                &raw_long[g * len..g * len + len - 1],
+                                &raw_short[g * (len - 1)..(g + 1) * (len - 1)]
+                            );
+                        }
+                        prop_assert_eq!(o4, o3);
+                    }
+                }
             }
         }
 

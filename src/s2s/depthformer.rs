@@ -331,7 +331,7 @@ impl Depthformer {
             out: vec![0.0; d],
             gate: vec![0.0; 2 * self.ff_dim],
             mid: vec![0.0; self.ff_dim],
-            scores: vec![0.0; self.codebooks],
+            scores: vec![0.0; (HEADS / KV_HEADS) * self.codebooks],
             logits: vec![0.0; AUDIO_VOCAB],
             cos: vec![0.0; self.head_dim / 2],
             sin: vec![0.0; self.head_dim / 2],

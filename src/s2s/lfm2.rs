@@ -761,18 +761,25 @@ impl Lfm2 {
                     let scores = SharedMut(s.scores.as_mut_ptr());
                     let group = c.n_heads / c.n_kv_heads;
                     let scale = 1.0 / (hd as f32).sqrt();
-                    let job = move |head: usize| {
+                    let job = move |kvh: usize| {
                         let (out, scores) = (out, scores);
-                        // SAFETY: each task owns head `head`: its `total` scores and its hd outputs of every
-                        // token; the buffers hold n_heads × total and n × q_dim values.
+                        // SAFETY: each task owns key/value head `kvh`: the `group × total` scores and the
+                        // `group × hd` outputs of every token of its query heads; the buffers hold
+                        // n_heads × total and n × q_dim values.
                         let sc = unsafe {
-                            std::slice::from_raw_parts_mut(scores.0.add(head * total), total)
+                            std::slice::from_raw_parts_mut(
+                                scores.0.add(kvh * group * total),
+                                group * total,
+                            )
                         };
                         for t in 0..n {
                             let q = &big[t * width..t * width + qd];
-                            // SAFETY: as above; rows of distinct heads do not overlap.
+                            // SAFETY: as above; the outputs of distinct key/value heads do not overlap.
                             let o = unsafe {
-                                std::slice::from_raw_parts_mut(out.0.add(t * qd + head * hd), hd)
+                                std::slice::from_raw_parts_mut(
+                                    out.0.add(t * qd + kvh * group * hd),
+                                    group * hd,
+                                )
                             };
                             // Keys from `first` (absolute position) to the query's own.
                             let first = c
@@ -780,12 +787,12 @@ impl Lfm2 {
                                 .map_or(0, |w| (pos0 + t + 1).saturating_sub(w))
                                 .max(kv_start);
                             let from = (first - kv_start) * kvd;
-                            ops::attend_head(
+                            ops::attend_kv_head(
                                 q,
                                 &keys[from..],
                                 &values[from..],
                                 pos0 + t + 1 - first,
-                                head,
+                                kvh,
                                 group,
                                 c.n_kv_heads,
                                 hd,
@@ -797,9 +804,9 @@ impl Lfm2 {
                     };
                     if n * total * hd < 1 << 12 {
                         // Short context: a thread hand-off would cost more than the work.
-                        (0..c.n_heads).for_each(job);
+                        (0..c.n_kv_heads).for_each(job);
                     } else {
-                        self.pool.run(c.n_heads, &job);
+                        self.pool.run(c.n_kv_heads, &job);
                     }
                     self.matmul(out_proj, &s.attn[..n * qd], n, &mut s.out, &mut s.qa);
                 }
