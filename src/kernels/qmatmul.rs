@@ -202,9 +202,10 @@ impl<const N: usize> XBlocks<N> {
 
 /// How far ahead of the block being read the tiles prefetch the weight stream, in bytes.
 ///
-/// On the decode path (one token, weights streamed from DRAM, AVX-512 machine, one thread) one L2 prefetch per
+/// On the AVX-512 decode path (one token, weights streamed from DRAM, Zen 4, one thread) one L2 prefetch per
 /// 256 bytes at 4–16 KB ahead streamed 9–25 % faster than one L1 prefetch per 64-byte line at 1–2 KB ahead, and
-/// faster than none.
+/// faster than none. The AVX2 one-token tile issues none: on Zen 3 the hardware prefetchers alone streamed a
+/// 1-token product at the read probe's rate, and any software prefetch (2–32 KB ahead) slowed it by 15–40 %.
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 8192;
 
@@ -296,7 +297,10 @@ mod avx2 {
                     // SAFETY: tokens t0..t0 + N and block b are inside `a` (contract of this function).
                     let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
                     let mut iacc = [[_mm256_setzero_si256(); 2]; N];
-                    prefetch_ahead(qs.as_ptr().wrapping_add(base) as *const u8, 2);
+                    if N > 1 {
+                        // No software prefetch for one token (see `PREFETCH_AHEAD`).
+                        prefetch_ahead(qs.as_ptr().wrapping_add(base) as *const u8, 2);
+                    }
                     for j in 0..8 {
                         let at = base + j * 64;
                         // SAFETY: k-step j of block b of group g is 64 bytes at `at` inside `qs`.
@@ -328,7 +332,10 @@ mod avx2 {
                     let x = unsafe { XBlocks::<N>::new(a, t0, nb, b) };
                     // Products of codes ≤ 15 and |x| ≤ 127: 8 k-steps of pairs stay below 2^15 in 16 bits.
                     let mut hacc = [[_mm256_setzero_si256(); 2]; N];
-                    prefetch_ahead(qs.as_ptr().wrapping_add(base), 1);
+                    if N > 1 {
+                        // No software prefetch for one token (see `PREFETCH_AHEAD`).
+                        prefetch_ahead(qs.as_ptr().wrapping_add(base), 1);
+                    }
                     for z in 0..4 {
                         let at = base + z * 64;
                         // SAFETY: unit z of block b of group g is 64 bytes at `at` inside `qs`.
