@@ -177,21 +177,33 @@ pub fn matmul_input(
             }
         }
         #[cfg(target_arch = "x86_64")]
-        if let (Path::Avx2, true, WeightData::F32(v), Input::F32 { x, .. }) =
-            (path, w.packed, &w.data, inp)
-        {
-            // Two rows of one packed group per tile: each loaded activation vector feeds two FMAs and each
-            // weight vector four, and half the horizontal sums (the many-token products of encoders).
+        if let (Path::Avx2, true, Input::F32 { x, .. }) = (path, w.packed, inp) {
+            // Several rows of one packed group per tile: each loaded activation vector feeds several FMAs and
+            // each weight vector up to four, and fewer horizontal sums. One token (decode): all 4 rows of the
+            // group, so 4 independent FMA chains hide the FMA latency; more tokens: 2 rows × up to 4 tokens.
+            // Both calls: `Path::Avx2` is only selected when AVX2 and FMA were detected; the layout is packed
+            // (rows a multiple of 4, tasks start at multiples of 4, so the rows of a tile share a group) and
+            // tokens t0..t0 + nt < n.
+            if n == 1 {
+                let mut acc4 = [[0f32; NT]; 4];
+                while r + 4 <= r1 {
+                    // SAFETY: see above; rows r..r + 4 form one group, token 0 < n.
+                    unsafe { avx2::tile_rows_packed::<4>(w, r, x, 0, 1, &mut acc4) };
+                    for (m, accm) in acc4.iter().enumerate() {
+                        // SAFETY: inside `y` (1 × rows); each element is written by exactly one task.
+                        unsafe { *out.0.add(r + m) = accm[0] };
+                    }
+                    r += 4;
+                }
+            }
             const MR: usize = 2;
             let mut acc2 = [[0f32; NT]; MR];
             while r + MR <= r1 {
                 let mut t0 = 0;
                 while t0 < n {
                     let nt = (n - t0).min(NT);
-                    // SAFETY: `Path::Avx2` is only selected when AVX2 and FMA were detected; the layout is packed
-                    // (rows a multiple of 4, tasks start at multiples of 4, so rows r, r + 1 share a group) and
-                    // tokens t0..t0 + nt < n.
-                    unsafe { avx2::tile_rows_f32::<MR>(w, v, r, x, t0, nt, &mut acc2) };
+                    // SAFETY: see above; rows r, r + 1 share a group, tokens t0..t0 + nt < n.
+                    unsafe { avx2::tile_rows_packed::<MR>(w, r, x, t0, nt, &mut acc2) };
                     for (m, accm) in acc2.iter().enumerate() {
                         for (i, &val) in accm.iter().enumerate().take(nt) {
                             // SAFETY: inside `y` (n × rows); each element is written by exactly one task.
@@ -257,45 +269,71 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// `MR` rows `r0..r0 + MR` of packed f32 weights `v` (inside one 4-row group) against tokens `t0..t0 + nt`
-    /// (`nt ≤ NT`): `out[m][i] = dot(W[r0 + m], x[t0 + i])`.
+    /// `MR` rows `r0..r0 + MR` of packed f32 or bf16 weights (inside one 4-row group) against tokens
+    /// `t0..t0 + nt` (`nt ≤ NT`): `out[m][i] = dot(W[r0 + m], x[t0 + i])`. Each output is one 8-lane
+    /// accumulator over the columns in order and then [`hsum`], whatever `MR` and `nt` are, so decode and prefill
+    /// give the same bits.
     ///
     /// # Safety
-    /// Needs AVX2 and FMA; `w` packed with data `v`, rows `r0..r0 + MR` in one group, tokens `t0 + nt` within `x`.
+    /// Needs AVX2 and FMA; `w` packed f32 or bf16, rows `r0..r0 + MR` in one group, tokens `t0 + nt` within `x`.
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile_rows_f32<const MR: usize>(
+    pub unsafe fn tile_rows_packed<const MR: usize>(
         w: &Weights,
-        v: &[f32],
         r0: usize,
         x: &[f32],
         t0: usize,
         nt: usize,
         out: &mut [[f32; NT]; MR],
     ) {
-        // Monomorphise on the token count so the accumulators stay in registers.
-        match nt {
-            // SAFETY: same contract as this function.
-            1 => unsafe { tile_rows_f32_n::<MR, 1>(w, v, r0, x, t0, out) },
-            // SAFETY: same contract as this function.
-            2 => unsafe { tile_rows_f32_n::<MR, 2>(w, v, r0, x, t0, out) },
-            // SAFETY: same contract as this function.
-            3 => unsafe { tile_rows_f32_n::<MR, 3>(w, v, r0, x, t0, out) },
-            // SAFETY: same contract as this function.
-            _ => unsafe { tile_rows_f32_n::<MR, NT>(w, v, r0, x, t0, out) },
+        let (base, bf16) = match &w.data {
+            WeightData::F32(v) => (v.as_ptr() as *const u8, false),
+            WeightData::Bf16(v) => (v.as_ptr() as *const u8, true),
+            _ => panic!("packed f32/bf16 tile on a quantised matrix"),
+        };
+        // Monomorphise on the token count and the format so the accumulators stay in registers.
+        // SAFETY: every arm has the contract of this function; `base` is the storage of `w` in that format.
+        unsafe {
+            match (nt, bf16) {
+                (1, false) => tile_rows_packed_n::<MR, 1, false>(w, base, r0, x, t0, out),
+                (2, false) => tile_rows_packed_n::<MR, 2, false>(w, base, r0, x, t0, out),
+                (3, false) => tile_rows_packed_n::<MR, 3, false>(w, base, r0, x, t0, out),
+                (_, false) => tile_rows_packed_n::<MR, NT, false>(w, base, r0, x, t0, out),
+                (1, true) => tile_rows_packed_n::<MR, 1, true>(w, base, r0, x, t0, out),
+                (2, true) => tile_rows_packed_n::<MR, 2, true>(w, base, r0, x, t0, out),
+                (3, true) => tile_rows_packed_n::<MR, 3, true>(w, base, r0, x, t0, out),
+                (_, true) => tile_rows_packed_n::<MR, NT, true>(w, base, r0, x, t0, out),
+            }
         }
     }
 
-    /// [`tile_rows_f32`] for exactly `N` tokens.
+    /// 8 weights at storage index `idx` as f32: plain f32, or bf16 widened (the upper 16 bits of an f32).
     ///
     /// # Safety
-    /// As [`tile_rows_f32`].
+    /// Needs AVX2; 8 elements of the format at `idx` inside the storage that `base` points to.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load_w<const BF16: bool>(base: *const u8, idx: usize) -> __m256 {
+        // SAFETY: guaranteed by the caller.
+        unsafe {
+            if BF16 {
+                let h = _mm_loadu_si128(base.add(2 * idx) as *const __m128i);
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+            } else {
+                _mm256_loadu_ps(base.add(4 * idx) as *const f32)
+            }
+        }
+    }
+
+    /// [`tile_rows_packed`] for exactly `N` tokens and one format.
+    ///
+    /// # Safety
+    /// As [`tile_rows_packed`], with `base` the storage of `w` (bf16 when `BF16`).
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::needless_range_loop)] // fixed-size register tiles indexed by row and token
-    unsafe fn tile_rows_f32_n<const MR: usize, const N: usize>(
+    unsafe fn tile_rows_packed_n<const MR: usize, const N: usize, const BF16: bool>(
         w: &Weights,
-        v: &[f32],
+        base: *const u8,
         r0: usize,
         x: &[f32],
         t0: usize,
@@ -303,10 +341,7 @@ mod avx2 {
     ) {
         let c = w.cols;
         let vstep = w.vstep();
-        let mut vs = [0usize; MR];
-        for m in 0..MR {
-            vs[m] = w.vstart(r0 + m);
-        }
+        let vs: [usize; MR] = std::array::from_fn(|m| w.vstart(r0 + m));
         let mut acc = [[_mm256_setzero_ps(); N]; MR];
         for p in 0..c / CHUNK {
             for q in 0..CHUNK / 8 {
@@ -317,8 +352,8 @@ mod avx2 {
                     xv[i] = unsafe { _mm256_loadu_ps(x.as_ptr().add((t0 + i) * c + col)) };
                 }
                 for m in 0..MR {
-                    // SAFETY: values 8q..8q + 8 of chunk p of row r0 + m are contiguous inside `v`.
-                    let wv = unsafe { _mm256_loadu_ps(v.as_ptr().add(vs[m] + p * vstep + q * 8)) };
+                    // SAFETY: values 8q..8q + 8 of chunk p of row r0 + m are contiguous in the storage.
+                    let wv = unsafe { load_w::<BF16>(base, vs[m] + p * vstep + q * 8) };
                     for i in 0..N {
                         acc[m][i] = _mm256_fmadd_ps(wv, xv[i], acc[m][i]);
                     }
