@@ -11,6 +11,14 @@ window where a small R wave sits on the upstroke from a deep Q wave into a tall 
 was labelled up to 40 ms off its R wave); PVC heights were relative to the R wave even where the normal QRS is an rS
 complex with an S wave up to ~10x deeper, so PVCs there were small humps; and at heart rates above ~170 bpm the
 blanking of a beat replaced by a PVC erased the next beat's QRS while that beat kept its label.
+
+Version 3 changes only the PVCs, towards how they look in real leads (for training experiments; evaluate.py uses
+version 2 unless told otherwise): a PVC is at least as large as the normal QRS's largest deflection (1-3x instead
+of 0.5-3x, so no small broad humps); its QRS is wide (Gaussian width 30-50 ms, ~120-200 ms overall, instead of
+20-50 ms); its coupling interval is 0.55-0.85 of the RR (instead of 0.65-0.95 with a 250 ms floor) and it never
+starts before the end of the preceding beat's T wave (QT from Bazett's formula, 0.42 s x sqrt(RR in s)), so a PVC
+is never a bump on a T wave; the next normal beat stays where it was (full compensatory pause, as before). The
+number and order of random draws are the same as in version 2; clean records and their labels are identical.
 """
 from __future__ import annotations
 
@@ -19,8 +27,8 @@ import neurokit2 as nk
 
 RATE = 360
 VERSION = 2  # bumped when the clean records or their labels change (train.py caches them under this name)
-# Every function that changed takes `version`: 2 (the default, used by evaluate.py) or 1, which reproduces the
-# records the bundled models/ecg_beats.onnx was trained on (train.py's default `sim=1`).
+# Every function that changed takes `version`: 2 (the default, used by evaluate.py), 1, which reproduces the
+# records the bundled models/ecg_beats.onnx was trained on (train.py's default `sim=1`), or 3 (PVCs only, above).
 
 
 def clean_record(rng: np.random.Generator, seconds: float, version: int = VERSION) -> tuple[np.ndarray, np.ndarray]:
@@ -92,13 +100,22 @@ def add_pvcs(rng: np.random.Generator, x: np.ndarray, peaks: np.ndarray,
         if version >= 2:
             b = min(b, peaks[k + 1] - int(0.06 * RATE))
         x[a:b + 1] = np.linspace(x[a], x[b], b - a + 1)
-        pos = int(peaks[k] - rng.uniform(0.05, 0.35) * rr)
-        pos = max(pos, peaks[k - 1] + int(0.25 * RATE))
+        early = rng.uniform(0.05, 0.35)
+        if version >= 3:
+            # coupling interval 0.55-0.85 of the RR, and never before the end of the previous beat's T wave
+            # (Bazett: QT = 0.42 s * sqrt(RR in s)); the next normal beat stays put (full compensatory pause)
+            prev_rr = (peaks[k - 1] - peaks[k - 2]) if k >= 2 else rr
+            pos = int(peaks[k - 1] + (0.90 - early) * rr)
+            pos = max(pos, peaks[k - 1] + int(0.42 * np.sqrt(prev_rr / RATE) * RATE))
+        else:
+            pos = int(peaks[k] - early * rr)
+            pos = max(pos, peaks[k - 1] + int(0.25 * RATE))
         lo, hi = max(0, pos - int(0.3 * RATE)), min(len(x), pos + int(0.6 * RATE))
         t = (np.arange(lo, hi) - pos) / RATE
         sign = rng.choice([-1.0, 1.0])
-        width = rng.uniform(0.02, 0.05)
-        amp = rng.uniform(0.5, 3.0) * qrs_size
+        # Gaussian width; v3: 30-50 ms, a QRS of ~120-200 ms (v1/v2: 20-50 ms)
+        width = rng.uniform(0.03 if version >= 3 else 0.02, 0.05)
+        amp = rng.uniform(1.0 if version >= 3 else 0.5, 3.0) * qrs_size
         qrs = amp * np.exp(-0.5 * (t / width) ** 2)
         # a biphasic wing makes the complex look like real PVCs (notched/slurred)
         qrs -= rng.uniform(0.0, 0.5) * amp * np.exp(-0.5 * ((t - 1.6 * width) / width) ** 2)

@@ -94,7 +94,7 @@ def scores(tp: int, fn: int, fp: int) -> dict:
             "sensitivity": round(tp / max(tp + fn, 1), 5), "ppv": round(tp / max(tp + fp, 1), 5)}
 
 
-def simulated(sess) -> dict:
+def simulated(sess, sim: int = 2) -> dict:
     """40 records of 60 s; noise level drawn uniformly in [0, 1] per record (ecgsim.distort), reported overall and
     by level: low [0, 0.3), medium [0.3, 0.6), high [0.6, 1]."""
     rng = np.random.default_rng(20261126)
@@ -102,8 +102,8 @@ def simulated(sess) -> dict:
                "high": np.zeros(3, dtype=int)}
     edge = ecgsim.RATE  # ignore the first and last second (start-up of the causal model, cut beats at the end)
     for _ in range(40):
-        x, p = ecgsim.clean_record(rng, 60)
-        x, p = ecgsim.add_pvcs(rng, x, p)
+        x, p = ecgsim.clean_record(rng, 60, version=min(sim, 2))
+        x, p = ecgsim.add_pvcs(rng, x, p, version=sim)
         level = float(rng.uniform(0, 1))
         y = ecgsim.distort(rng, x, level=level)
         det = pick_beats(probabilities(sess, y))
@@ -115,7 +115,7 @@ def simulated(sess) -> dict:
     return {k: scores(*v) for k, v in buckets.items()}
 
 
-def mitbih(sess) -> dict:
+def mitbih(sess, write_reference: bool = True) -> dict:
     import neurokit2 as nk
 
     x, rate = sf.read(str(ROOT / "audio/mitbih208_excerpt.wav"), dtype="float32")
@@ -134,7 +134,8 @@ def mitbih(sess) -> dict:
     agree = np.asarray(agree, dtype=np.int64)
     ref = {"source": "audio/mitbih208_excerpt.wav", "written_by": "training/ecg/evaluate.py",
            "model_beats": det.tolist(), "neurokit_beats": nk_peaks.tolist(), "christov2004_beats": cv_peaks.tolist()}
-    (Path(__file__).resolve().parent / "mitbih208_reference_beats.json").write_text(json.dumps(ref) + "\n")
+    if write_reference:
+        (Path(__file__).resolve().parent / "mitbih208_reference_beats.json").write_text(json.dumps(ref) + "\n")
     return {
         "beats_detected": int(len(det)),
         "vs_neurokit": scores(*match(nk_peaks, det)),
@@ -147,13 +148,37 @@ def mitbih(sess) -> dict:
 
 
 def main() -> None:
+    """Options (for candidates; the defaults reproduce the model card): model=PATH (default models/ecg_beats.onnx),
+    sim=2|3 (simulator version of the simulated evaluation's PVCs; default 2), out=PATH (default
+    training/ecg/metrics.json). The reference beats of record 208 are written only with the defaults."""
+    usage = "usage: evaluate.py [model=PATH] [sim=2|3] [out=PATH]"
+    args = {}
+    for a in sys.argv[1:]:
+        key, eq, value = a.partition("=")
+        if not eq or key not in ("model", "sim", "out"):
+            sys.exit(f"evaluate.py: bad argument {a!r}; {usage}")
+        args[key] = value
+    model = Path(args.get("model", ROOT / "models/ecg_beats.onnx"))
+    if not model.is_file():
+        sys.exit(f"evaluate.py: model {model}: no such file")
+    try:
+        sim = int(args.get("sim", 2))
+    except ValueError:
+        sys.exit(f"evaluate.py: sim={args['sim']!r}: not an integer; {usage}")
+    if sim not in (2, 3):
+        sys.exit(f"sim={sim}: the evaluation uses simulator version 2 or 3")
+    out_path = Path(args.get("out", Path(__file__).resolve().parent / "metrics.json"))
+    defaults = not args
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(ROOT / "models/ecg_beats.onnx"), opts, providers=["CPUExecutionProvider"])
-    out = {"simulated_40x60s": simulated(sess), "mitbih208_excerpt": mitbih(sess),
+    sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+    out = {"simulated_40x60s": simulated(sess, sim), "mitbih208_excerpt": mitbih(sess, write_reference=defaults),
            "tolerance_ms": 50, "threshold": THRESHOLD, "refractory_ms": 200, "delay_samples": DELAY}
+    if not defaults:
+        out["model"] = str(model)
+        out["simulator_version"] = sim
     print(json.dumps(out, indent=1))
-    (Path(__file__).resolve().parent / "metrics.json").write_text(json.dumps(out, indent=1) + "\n")
+    out_path.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

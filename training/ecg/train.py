@@ -39,6 +39,9 @@ RECEPTIVE_FIELD = 1 + 6 + sum(4 * d for d in DILATIONS)  # 255 samples (0.71 s)
 HIGH_NOISE_SHARE = 0.0
 PVC_WINDOWS = None  # None: half of the windows get PVCs, drawn as simulator version 1 drew them
 SIM = 1  # simulator version of the training records (1: the bundled model's; see ecgsim.py)
+T_WEIGHT = 1.0  # loss weight of label-0 samples in each beat's T-wave region (1: plain loss, as the bundled model)
+T_REGION = (0.10, 0.45)  # s after an R peak counted as its T-wave region (stops 60 ms before the next R peak)
+OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "out")
 
 
 class CausalConv(nn.Module):
@@ -93,7 +96,7 @@ def make_bank(rng: np.random.Generator, records: int, seconds: float):
 
 
 def sample_batch(rng, bank, batch: int):
-    xs, ys = [], []
+    xs, ys, ws = [], [], []
     for _ in range(batch):
         x, p = bank[rng.integers(len(bank))]
         a = int(rng.integers(0, len(x) - WINDOW))
@@ -105,7 +108,25 @@ def sample_batch(rng, bank, batch: int):
             level = float(rng.uniform(0.5, 1.0))
         xs.append(ecgsim.distort(rng, seg, level=level))
         ys.append(ecgsim.target(pk, WINDOW, DELAY, HALF_WIDTH))
-    return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
+        ws.append(t_wave_weight(pk, ys[-1]))
+    return (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None]),
+            torch.from_numpy(np.stack(ws)[:, None]))
+
+
+def t_wave_weight(peaks: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-sample loss weight: T_WEIGHT on label-0 outputs that would report a beat inside a T-wave region
+    (T_REGION after an R peak, ending 60 ms before the next one), 1 elsewhere. Draws no random numbers."""
+    w = np.ones_like(y)
+    if T_WEIGHT == 1.0:
+        return w
+    nxt = np.append(peaks[1:], len(y) + 10 * ecgsim.RATE)
+    for p, q in zip(peaks, nxt):
+        a = p + DELAY + int(T_REGION[0] * ecgsim.RATE)
+        b = min(p + int(T_REGION[1] * ecgsim.RATE), q - int(0.06 * ecgsim.RATE)) + DELAY
+        a, b = max(0, a), min(len(y), b)
+        if a < b:
+            w[a:b] = np.where(y[a:b] == 0, T_WEIGHT, w[a:b])
+    return w
 
 
 def export(model: BeatNet, path: Path) -> None:
@@ -122,15 +143,33 @@ def main() -> None:
     rng = np.random.default_rng(0)
     WORK.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    args = dict(a.split("=") for a in sys.argv[1:])
-    global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM  # overridable for experiments
+    args = {}
+    for a in sys.argv[1:]:
+        key, eq, value = a.partition("=")
+        if not eq or key not in OPTIONS:
+            sys.exit(f"train.py: bad argument {a!r}; options are key=value with key in {', '.join(OPTIONS)}")
+        args[key] = value
+    for key, value in args.items():
+        number = float if key in ("high_noise_share", "pvc_windows", "t_weight") else int
+        if key != "out":
+            try:
+                number(value)
+            except ValueError:
+                sys.exit(f"train.py: {key}={value!r}: not {'a number' if number is float else 'an integer'}")
+    global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM, T_WEIGHT  # overridable for experiments
     CHANNELS = int(args.get("channels", CHANNELS))
     MIX = bool(int(args.get("mix", int(MIX))))
     HIGH_NOISE_SHARE = float(args.get("high_noise_share", HIGH_NOISE_SHARE))
     PVC_WINDOWS = float(args["pvc_windows"]) if "pvc_windows" in args else PVC_WINDOWS
     SIM = int(args.get("sim", SIM))
+    if SIM not in (1, 2, 3):
+        sys.exit(f"train.py: sim={SIM}: simulator versions are 1, 2 and 3")
+    T_WEIGHT = float(args.get("t_weight", T_WEIGHT))
+    if T_WEIGHT <= 0:
+        sys.exit(f"train.py: t_weight={T_WEIGHT}: must be > 0")
     records = int(args.get("records", 100))
-    cache = WORK / f"bank_v{SIM}_{records}.npz"  # the simulator version names the cache
+    # the simulator version of the clean records names the cache (version 3 changes PVCs only: its records are v2's)
+    cache = WORK / f"bank_v{min(SIM, 2)}_{records}.npz"
     if cache.exists():  # the simulated records depend only on the seed: reuse them between runs
         z = np.load(cache, allow_pickle=True)
         bank = list(zip(z["x"], z["p"]))
@@ -143,7 +182,7 @@ def main() -> None:
     print(f"simulated {len(bank)} clean records in {time.time() - t0:.0f} s", flush=True)
     model = BeatNet(CHANNELS, MIX)
     print(f"channels {CHANNELS}, pointwise mix {MIX}, receptive field {RECEPTIVE_FIELD}, high-noise share "
-          f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}")
+          f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}, simulator v{SIM}, T-wave weight {T_WEIGHT}")
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = int(args.get("steps", 1400))
@@ -151,8 +190,12 @@ def main() -> None:
     lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(8.0))
     model.train()
     for step in range(steps):
-        x, y = sample_batch(rng, bank, BATCH)
-        loss = lossf(model.logits(x), y)
+        x, y, w = sample_batch(rng, bank, BATCH)
+        if T_WEIGHT == 1.0:
+            loss = lossf(model.logits(x), y)
+        else:
+            loss = nn.functional.binary_cross_entropy_with_logits(model.logits(x), y, weight=w,
+                                                                  pos_weight=lossf.pos_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -163,7 +206,7 @@ def main() -> None:
     export(model, out)
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
             "steps": steps, "batch": BATCH, "records": records, "high_noise_share": HIGH_NOISE_SHARE,
-            "pvc_windows": PVC_WINDOWS, "parameters": sum(p.numel() for p in model.parameters()),
+            "pvc_windows": PVC_WINDOWS, "sim": SIM, "t_weight": T_WEIGHT, "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
     print(f"exported {out} ({out.stat().st_size} bytes) after {time.time() - t0:.0f} s")
