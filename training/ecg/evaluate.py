@@ -13,9 +13,11 @@ training/ecg/metrics.json.
    neurokit's own on only 4-62 % of beats within 50 ms, so they make no usable reference here.)
 Peak picking (the same rule the `cnn` stage is configured with): probability ≥ 0.5, one beat per run above the
 threshold at its maximum, moved DELAY samples back, and no two beats closer than the 200 ms refractory period.
+An optional T-wave guard (guard=, see pick_beats and main) is for experiments; it is off unless given.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -44,7 +46,20 @@ def probabilities(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"ecg": z[None, None]})[0][0, 0, CONTEXT:]
 
 
-def pick_beats(p: np.ndarray) -> np.ndarray:
+def pick_beats(p: np.ndarray, guard: int = 0, guard_threshold: float = THRESHOLD, guard_ratio: float = 0.0,
+               guard_rr: float = 0.0) -> np.ndarray:
+    """Beats (sample indices, moved DELAY back) from per-sample probabilities: one candidate per run of
+    probabilities >= THRESHOLD, at the run's maximum; a candidate closer than REFRACTORY to the previous beat
+    replaces it if more probable, else is dropped.
+
+    Optional T-wave guard (off by default, as in the `cnn` stage; in the spirit of Pan-Tompkins' T-wave
+    discrimination): a candidate at least REFRACTORY but less than `guard` samples after the previously accepted
+    beat is accepted only if its probability is >= `guard_threshold` and >= `guard_ratio` times the previous beat's
+    probability; otherwise it is dropped (and does not become the reference for later candidates). With
+    `guard_rr` > 0 the window is at most `guard_rr` times the mean of the last (up to 8) intervals between accepted
+    beats, so that it scales with the heart rate (T waves come earlier at fast rates, and so do PVCs). The rule
+    looks only at the past, so a streaming stage can apply it without extra delay.
+    """
     above = p >= THRESHOLD
     beats: list[int] = []
     i = 0
@@ -60,10 +75,22 @@ def pick_beats(p: np.ndarray) -> np.ndarray:
         if beats and k - beats[-1] < REFRACTORY:
             if p[k] > p[beats[-1]]:
                 beats[-1] = k
+        elif beats and k - beats[-1] < guard_window(beats, guard, guard_rr) and (
+                p[k] < guard_threshold or p[k] < guard_ratio * p[beats[-1]]):
+            pass  # T-wave guard: too weak for a beat this soon after the previous one
         else:
             beats.append(k)
         i = j
     return np.maximum(np.asarray(beats, dtype=np.int64) - DELAY, 0)
+
+
+def guard_window(beats: list[int], guard: int, guard_rr: float) -> float:
+    """The T-wave guard's window after beats[-1]: `guard` samples, capped at `guard_rr` x the mean of the last
+    (up to 8) intervals between beats when guard_rr > 0 and there is an interval."""
+    if guard_rr <= 0 or len(beats) < 2:
+        return guard
+    recent = beats[-9:]
+    return min(guard, guard_rr * (recent[-1] - recent[0]) / (len(recent) - 1))
 
 
 def match(ref: np.ndarray, det: np.ndarray, tol: int = TOL) -> tuple[int, int, int]:
@@ -94,7 +121,7 @@ def scores(tp: int, fn: int, fp: int) -> dict:
             "sensitivity": round(tp / max(tp + fn, 1), 5), "ppv": round(tp / max(tp + fp, 1), 5)}
 
 
-def simulated(sess, sim: int = 2) -> dict:
+def simulated(sess, sim: int = 2, pick=pick_beats) -> dict:
     """40 records of 60 s; noise level drawn uniformly in [0, 1] per record (ecgsim.distort), reported overall and
     by level: low [0, 0.3), medium [0.3, 0.6), high [0.6, 1]."""
     rng = np.random.default_rng(20261126)
@@ -106,7 +133,7 @@ def simulated(sess, sim: int = 2) -> dict:
         x, p = ecgsim.add_pvcs(rng, x, p, version=sim)
         level = float(rng.uniform(0, 1))
         y = ecgsim.distort(rng, x, level=level)
-        det = pick_beats(probabilities(sess, y))
+        det = pick(probabilities(sess, y))
         keep_r = p[(p >= edge) & (p < len(x) - edge)]
         keep_d = det[(det >= edge) & (det < len(x) - edge)]
         m = np.asarray(match(keep_r, keep_d))
@@ -115,12 +142,12 @@ def simulated(sess, sim: int = 2) -> dict:
     return {k: scores(*v) for k, v in buckets.items()}
 
 
-def mitbih(sess, write_reference: bool = True) -> dict:
+def mitbih(sess, write_reference: bool = True, pick=pick_beats) -> dict:
     import neurokit2 as nk
 
     x, rate = sf.read(str(ROOT / "audio/mitbih208_excerpt.wav"), dtype="float32")
     assert rate == ecgsim.RATE
-    det = pick_beats(probabilities(sess, x))
+    det = pick(probabilities(sess, x))
     clean = nk.ecg_clean(x, sampling_rate=rate, method="neurokit")
     _, a = nk.ecg_peaks(clean, sampling_rate=rate, method="neurokit")
     _, b = nk.ecg_peaks(clean, sampling_rate=rate, method="christov2004")
@@ -150,12 +177,17 @@ def mitbih(sess, write_reference: bool = True) -> dict:
 def main() -> None:
     """Options (for candidates; the defaults reproduce the model card): model=PATH (default models/ecg_beats.onnx),
     sim=2|3 (simulator version of the simulated evaluation's PVCs; default 2), out=PATH (default
-    training/ecg/metrics.json). The reference beats of record 208 are written only with the defaults."""
-    usage = "usage: evaluate.py [model=PATH] [sim=2|3] [out=PATH]"
+    training/ecg/metrics.json), and the T-wave guard of pick_beats (off by default): guard=MS (window after the
+    previous beat), guard_p=P (probability a candidate in it needs; default 0.9 when guard= is given),
+    guard_ratio=R (and at least R times the previous beat's probability; default 0), guard_rr=F (window at most
+    F x the recent mean RR interval; default 0: off). The reference beats of record 208 are written only with the
+    defaults."""
+    usage = "usage: evaluate.py [model=PATH] [sim=2|3] [out=PATH] [guard=MS [guard_p=P] [guard_ratio=R] [guard_rr=F]]"
     args = {}
     for a in sys.argv[1:]:
         key, eq, value = a.partition("=")
-        if not eq or key not in ("model", "sim", "out"):
+        if not eq or key not in ("model", "sim", "out", "guard", "guard_p", "guard_ratio",
+                                       "guard_rr"):
             sys.exit(f"evaluate.py: bad argument {a!r}; {usage}")
         args[key] = value
     model = Path(args.get("model", ROOT / "models/ecg_beats.onnx"))
@@ -167,16 +199,37 @@ def main() -> None:
         sys.exit(f"evaluate.py: sim={args['sim']!r}: not an integer; {usage}")
     if sim not in (2, 3):
         sys.exit(f"sim={sim}: the evaluation uses simulator version 2 or 3")
+    guard = {}
+    if "guard" in args:
+        try:
+            guard = {"guard_ms": float(args["guard"]), "guard_p": float(args.get("guard_p", 0.9)),
+                     "guard_ratio": float(args.get("guard_ratio", 0.0)), "guard_rr": float(args.get("guard_rr", 0.0))}
+        except ValueError:
+            sys.exit(f"evaluate.py: guard options must be numbers; {usage}")
+        if (guard["guard_ms"] <= 200 or not 0 < guard["guard_p"] <= 1 or guard["guard_ratio"] < 0
+                or guard["guard_rr"] < 0):
+            sys.exit("evaluate.py: need guard > 200 (ms, the refractory period), 0 < guard_p <= 1, guard_ratio >= 0, "
+                     "guard_rr >= 0")
+    elif any(k in args for k in ("guard_p", "guard_ratio", "guard_rr")):
+        sys.exit(f"evaluate.py: guard_p=, guard_ratio= and guard_rr= need guard=; {usage}")
+    pick = pick_beats
+    if guard:
+        pick = functools.partial(pick_beats, guard=int(round(guard["guard_ms"] / 1000 * ecgsim.RATE)),
+                                 guard_threshold=guard["guard_p"], guard_ratio=guard["guard_ratio"],
+                                 guard_rr=guard["guard_rr"])
     out_path = Path(args.get("out", Path(__file__).resolve().parent / "metrics.json"))
     defaults = not args
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-    out = {"simulated_40x60s": simulated(sess, sim), "mitbih208_excerpt": mitbih(sess, write_reference=defaults),
+    out = {"simulated_40x60s": simulated(sess, sim, pick),
+           "mitbih208_excerpt": mitbih(sess, write_reference=defaults, pick=pick),
            "tolerance_ms": 50, "threshold": THRESHOLD, "refractory_ms": 200, "delay_samples": DELAY}
     if not defaults:
         out["model"] = str(model)
         out["simulator_version"] = sim
+    if guard:
+        out["t_wave_guard"] = guard
     print(json.dumps(out, indent=1))
     out_path.write_text(json.dumps(out, indent=1) + "\n")
 
