@@ -19,6 +19,22 @@ of 0.5-3x, so no small broad humps); its QRS is wide (Gaussian width 30-50 ms, ~
 starts before the end of the preceding beat's T wave (QT from Bazett's formula, 0.42 s x sqrt(RR in s)), so a PVC
 is never a bump on a T wave; the next normal beat stays where it was (full compensatory pause, as before). The
 number and order of random draws are the same as in version 2; clean records and their labels are identical.
+
+Version 4 is version 3 plus T waves like those of MIT-BIH record 208's normal beats, which retrained models report
+as beats (upright, narrower and taller than ECGSYN's, which are ~110 ms wide at half height at 100 bpm): in a share
+of the training windows (`reshape_t_waves`, applied by train.py before the PVCs) the T wave of every beat that has
+room for it is replaced by a Gaussian bump. One profile per window, drawn at an RR interval of 0.6 s (100 bpm) and
+scaled by sqrt(RR / 0.6 s) (Bazett-like): peak 0.18-0.26 s after the R peak, width at half height 55-95 ms; height
+0.25-0.6 of the window's QRS size (the median largest deflection within ±50 ms of the R peaks, as for the PVCs), each
+beat's height and peak time jittered (x0.9-1.1, ±5 ms). At 80-125 bpm that gives peaks 0.16-0.29 s after R and
+widths 49-106 ms. Before the bump is added, the original ST-T segment (from the end of the QRS, the lowest point
+10-100 ms after R, to 0.3 RR + 40 ms before the next R) is replaced by a return (time constant 10 ms) to the level
+at its end, before the next P wave, with a 40 ms cosine ramp back to the original signal at the end. A beat keeps
+its T wave where the bump's ±2 sigma would start before that end of the QRS or end less than 100 ms before the next
+R peak, or where the segment would reach past the window; so does every beat of a window whose R wave is smaller
+than half the QRS size (rS complexes). Labels do not change (the T waves are negatives). train.py (`sim=4`) reshapes
+half of the windows (`t_share=`) with a generator of its own (seed 4), so the clean records (v2's), their labels and
+all of v1-v3's draws are unchanged.
 """
 from __future__ import annotations
 
@@ -29,6 +45,8 @@ RATE = 360
 VERSION = 2  # bumped when the clean records or their labels change (train.py caches them under this name)
 # Every function that changed takes `version`: 2 (the default, used by evaluate.py), 1, which reproduces the
 # records the bundled models/ecg_beats.onnx was trained on (train.py's default `sim=1`), or 3 (PVCs only, above).
+# Version 4 = version 3 + reshape_t_waves (augmentation only, own generator).
+CLEAN_VERSION = {1: 1, 2: 2, 3: 2, 4: 2}  # the version whose clean records (and labels) each version uses
 
 
 def clean_record(rng: np.random.Generator, seconds: float, version: int = VERSION) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +143,54 @@ def add_pvcs(rng: np.random.Generator, x: np.ndarray, peaks: np.ndarray,
         c = pos - lo
         new_peaks[k] = lo + max(0, c - 20) + int(np.argmax(qrs[max(0, c - 20):c + 21]))
     return x, np.asarray(sorted(new_peaks), dtype=np.int64)
+
+
+def reshape_t_waves(rng: np.random.Generator, x: np.ndarray, peaks: np.ndarray, share: float = 0.5) -> np.ndarray:
+    """Version 4: with probability `share`, replace the T wave of every beat of the window that has room for it by
+    an upright, narrow Gaussian bump like MIT-BIH 208's (see the module docstring for the ranges). `rng` must be a
+    generator of its own (its draws must not shift those of versions 1-3). Labels (`peaks`) do not change."""
+    if rng.random() >= share or len(peaks) < 2:
+        return x
+    # one profile per window, at RR = 0.6 s; scaled by sqrt(RR / 0.6 s) per beat
+    height = rng.uniform(0.25, 0.6)
+    fwhm = rng.uniform(0.055, 0.095)
+    lag = rng.uniform(0.18, 0.26)
+    w = int(0.05 * RATE)
+    sizes = [np.max(np.abs(x[max(0, p - w):p + w + 1])) for p in peaks]
+    qrs_size = float(np.median(sizes))
+    if np.median(x[peaks]) < 0.5 * qrs_size:
+        return x  # rS-like complexes: a T wave 0.25-0.6 of the S depth would tower over the R wave
+    x = x.copy()
+    n = len(x)
+    rr_med = float(np.median(np.diff(peaks)))
+    ramp = int(0.04 * RATE)
+    for k, p in enumerate(peaks):
+        h_j, lag_j = rng.uniform(0.9, 1.1), rng.uniform(-0.005, 0.005)
+        rr = float(peaks[k + 1] - p) if k + 1 < len(peaks) else rr_med
+        q = p + rr  # the next R peak (estimated at the window's end)
+        s = np.sqrt(rr / RATE / 0.6)
+        sigma = fwhm * s / 2.3548 * RATE
+        tpk = p + (lag * s + lag_j) * RATE
+        # the end of the QRS: the lowest point 10-100 ms after R (the S wave's trough, or the valley between the R
+        # and the old T wave); from there the signal returns to the level before the next P wave (time constant
+        # 10 ms) and stays there, the old T wave removed; 40 ms cosine ramp back to the original signal at the end
+        j0, j1 = p + int(0.01 * RATE), p + int(0.10 * RATE)
+        if j1 >= n:
+            continue
+        a0 = j0 + int(np.argmin(x[j0:j1]))
+        b1 = int(q - (0.3 * rr + 0.04 * RATE))
+        if b1 - a0 < 3 * ramp or tpk + 2 * sigma > q - 0.1 * RATE or tpk - 2 * sigma < a0 or b1 >= n:
+            continue
+        seg = np.arange(a0, b1 + 1)
+        taper = np.ones(len(seg))
+        taper[len(seg) - ramp:] = 0.5 + 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
+        iso = x[b1]
+        base = iso + (x[a0] - iso) * np.exp(-(seg - a0) / (0.01 * RATE))
+        x[a0:b1 + 1] -= taper * (x[a0:b1 + 1] - base)
+        lo, hi = max(0, int(tpk - 4 * sigma)), min(n, int(tpk + 4 * sigma) + 1)
+        t = np.arange(lo, hi)
+        x[lo:hi] += h_j * height * qrs_size * np.exp(-0.5 * ((t - tpk) / sigma) ** 2)
+    return x
 
 
 def distort(rng: np.random.Generator, x: np.ndarray, level: float | None = None) -> np.ndarray:

@@ -39,9 +39,12 @@ RECEPTIVE_FIELD = 1 + 6 + sum(4 * d for d in DILATIONS)  # 255 samples (0.71 s)
 HIGH_NOISE_SHARE = 0.0
 PVC_WINDOWS = None  # None: half of the windows get PVCs, drawn as simulator version 1 drew them
 SIM = 1  # simulator version of the training records (1: the bundled model's; see ecgsim.py)
+T_SHARE = 0.5  # sim=4: share of the windows whose T waves ecgsim.reshape_t_waves replaces (208-like T waves)
+T_SEED = 4  # sim=4: seed of reshape_t_waves' own generator (the other draws stay those of sim=3)
 T_WEIGHT = 1.0  # loss weight of label-0 samples in each beat's T-wave region (1: plain loss, as the bundled model)
 T_REGION = (0.10, 0.45)  # s after an R peak counted as its T-wave region (stops 60 ms before the next R peak)
-OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "out")
+OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "t_share",
+           "out")
 
 
 class CausalConv(nn.Module):
@@ -95,13 +98,17 @@ def make_bank(rng: np.random.Generator, records: int, seconds: float):
     return bank
 
 
-def sample_batch(rng, bank, batch: int):
+def sample_batch(rng, bank, batch: int, t_rng=None):
+    """`t_rng`: the own generator of simulator v4's T-wave reshaping (used only when SIM >= 4)."""
     xs, ys, ws = [], [], []
     for _ in range(batch):
         x, p = bank[rng.integers(len(bank))]
         a = int(rng.integers(0, len(x) - WINDOW))
         pk = p[(p >= a) & (p < a + WINDOW)] - a
-        seg, pk = ecgsim.add_pvcs(rng, x[a:a + WINDOW], pk, with_pvcs=PVC_WINDOWS, version=SIM)
+        seg = x[a:a + WINDOW]
+        if SIM >= 4:  # before the PVCs, so that a beat replaced by a PVC loses its new T wave too
+            seg = ecgsim.reshape_t_waves(t_rng, seg, pk, share=T_SHARE)
+        seg, pk = ecgsim.add_pvcs(rng, seg, pk, with_pvcs=PVC_WINDOWS, version=SIM)
         # hard examples: a share of the windows draws its noise level from the upper half of the range only
         level = None
         if HIGH_NOISE_SHARE > 0 and rng.random() < HIGH_NOISE_SHARE:
@@ -150,26 +157,33 @@ def main() -> None:
             sys.exit(f"train.py: bad argument {a!r}; options are key=value with key in {', '.join(OPTIONS)}")
         args[key] = value
     for key, value in args.items():
-        number = float if key in ("high_noise_share", "pvc_windows", "t_weight") else int
+        number = float if key in ("high_noise_share", "pvc_windows", "t_weight", "t_share") else int
         if key != "out":
             try:
                 number(value)
             except ValueError:
                 sys.exit(f"train.py: {key}={value!r}: not {'a number' if number is float else 'an integer'}")
-    global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM, T_WEIGHT  # overridable for experiments
+    global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM, T_WEIGHT, T_SHARE  # overridable for experiments
     CHANNELS = int(args.get("channels", CHANNELS))
     MIX = bool(int(args.get("mix", int(MIX))))
     HIGH_NOISE_SHARE = float(args.get("high_noise_share", HIGH_NOISE_SHARE))
     PVC_WINDOWS = float(args["pvc_windows"]) if "pvc_windows" in args else PVC_WINDOWS
     SIM = int(args.get("sim", SIM))
-    if SIM not in (1, 2, 3):
-        sys.exit(f"train.py: sim={SIM}: simulator versions are 1, 2 and 3")
+    if SIM not in (1, 2, 3, 4):
+        sys.exit(f"train.py: sim={SIM}: simulator versions are 1, 2, 3 and 4")
+    if "t_share" in args:
+        if SIM < 4:
+            sys.exit("train.py: t_share= needs sim=4")
+        T_SHARE = float(args["t_share"])
+        if not 0 <= T_SHARE <= 1:
+            sys.exit(f"train.py: t_share={T_SHARE}: must be in [0, 1]")
     T_WEIGHT = float(args.get("t_weight", T_WEIGHT))
     if T_WEIGHT <= 0:
         sys.exit(f"train.py: t_weight={T_WEIGHT}: must be > 0")
     records = int(args.get("records", 100))
-    # the simulator version of the clean records names the cache (version 3 changes PVCs only: its records are v2's)
-    cache = WORK / f"bank_v{min(SIM, 2)}_{records}.npz"
+    # the simulator version of the clean records names the cache: versions 3 (PVCs) and 4 (PVCs, and T waves
+    # reshaped per window, after the cache) change augmentation only, so their clean records are v2's
+    cache = WORK / f"bank_v{ecgsim.CLEAN_VERSION[SIM]}_{records}.npz"
     if cache.exists():  # the simulated records depend only on the seed: reuse them between runs
         z = np.load(cache, allow_pickle=True)
         bank = list(zip(z["x"], z["p"]))
@@ -180,9 +194,11 @@ def main() -> None:
                  state=np.int64(1))
         rng = np.random.default_rng(1)
     print(f"simulated {len(bank)} clean records in {time.time() - t0:.0f} s", flush=True)
+    t_rng = np.random.default_rng(T_SEED) if SIM >= 4 else None  # v4's own generator; draws nothing for sim 1-3
     model = BeatNet(CHANNELS, MIX)
     print(f"channels {CHANNELS}, pointwise mix {MIX}, receptive field {RECEPTIVE_FIELD}, high-noise share "
-          f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}, simulator v{SIM}, T-wave weight {T_WEIGHT}")
+          f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}, simulator v{SIM}, T-wave weight {T_WEIGHT}"
+          + (f", reshaped T-wave share {T_SHARE}" if SIM >= 4 else ""))
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = int(args.get("steps", 1400))
@@ -190,7 +206,7 @@ def main() -> None:
     lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(8.0))
     model.train()
     for step in range(steps):
-        x, y, w = sample_batch(rng, bank, BATCH)
+        x, y, w = sample_batch(rng, bank, BATCH, t_rng)
         if T_WEIGHT == 1.0:
             loss = lossf(model.logits(x), y)
         else:
@@ -206,7 +222,7 @@ def main() -> None:
     export(model, out)
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
             "steps": steps, "batch": BATCH, "records": records, "high_noise_share": HIGH_NOISE_SHARE,
-            "pvc_windows": PVC_WINDOWS, "sim": SIM, "t_weight": T_WEIGHT, "parameters": sum(p.numel() for p in model.parameters()),
+            "pvc_windows": PVC_WINDOWS, "sim": SIM, "t_weight": T_WEIGHT, **({"t_share": T_SHARE} if SIM >= 4 else {}), "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
     print(f"exported {out} ({out.stat().st_size} bytes) after {time.time() - t0:.0f} s")
