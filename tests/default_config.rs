@@ -107,17 +107,16 @@ fn default_config_prints_vad_segments_and_keywords() {
         .map(|(d, _)| d)
         .collect();
     eprintln!("keywords found: {found:?}; other detections: {others:?}");
-    // measured: 4 of 6 (left, go, hey_sigflow, yes) and 1 other detection ("yes" on the first window, over the
-    // opening "hey sigflow")
-    assert!(found.len() >= 3, "found {found:?} in {detections:?}");
-    assert!(others.len() <= 2, "other detections: {others:?}");
+    // measured at threshold 0.7: all 6 (hey_sigflow, left, stop, go, hey_sigflow, yes) and no other detection
+    assert!(found.len() >= 5, "found {found:?} in {detections:?}");
+    assert!(others.len() <= 1, "other detections: {others:?}");
 }
 
 fn kws_stage(mode: &str) -> Box<dyn sigflow::Stage> {
     let text = format!(
         "[source]\nkind = \"wav\"\npath = \"audio/speech_with_keywords.wav\"\n\n[[stage]]\nkind = \"cnn\"\n\
          name = \"kws\"\nmodel = \"models/kws.onnx\"\nrate = 16000\nfront-end = \"log-mel\"\nn-mels = 40\n\
-         n-fft = 400\nmel-hop = 160\nwindow = 16000\nhop = 160\nmode = \"{mode}\"\nthreshold = 0.9\n"
+         n-fft = 400\nmel-hop = 160\nwindow = 16000\nhop = 160\nmode = \"{mode}\"\nthreshold = 0.7\n"
     );
     let cf = ConfigFile::parse(&root().join("test.toml"), text).expect("parses");
     let StageConfig::Cnn(c) = &cf.config.stages[0] else {

@@ -86,7 +86,7 @@ hop = 160
 mode = "exact"
 labels = ["background", "unknown", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "hey_sigflow"]
 detect = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "hey_sigflow"]
-threshold = 0.9
+threshold = 0.7
 refractory = "1s"
 emit-scores = false
 "#;

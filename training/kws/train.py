@@ -2,13 +2,14 @@
 """Train the keyword spotter on the synthesised corpus and export models/kws.onnx.
 
     nice -n 10 training/work/venv/bin/python training/kws/synth.py     # corpus (once)
-    nice -n 10 training/work/venv/bin/python training/kws/train.py     # model
+    nice -n 10 training/work/venv/bin/python training/kws/train.py [key=value ...]   # model (see DEFAULTS)
 
 Input: log-mel features of 1 s of 16 kHz audio exactly as training/common/logmel.py defines them (n_fft 400, hop
 160, 40 mels) → [1, 40, 98]. Model: causal dilated 1-D convolutions over time (pads folded into the Conv nodes),
 global average pooling over time (ReduceMean), a linear layer and softmax over LABELS (words.py); the input
-BatchNorm is exported as a per-channel Mul + Add. Augmentation: time shift,
-gain, coloured noise at random SNR, synthetic room reverberation; SpecAugment masks on the features. Voices in synth.HELD_OUT never enter training.
+BatchNorm is exported as a per-channel Mul + Add. Augmentation: time shift, gain, coloured noise at random SNR (or
+none, in a share of the windows), synthetic room reverberation; SpecAugment masks on the features. Voices in
+synth.HELD_OUT never enter training; 10 % of the other clips are kept for validation (printed every 5 epochs).
 """
 from __future__ import annotations
 
@@ -99,17 +100,20 @@ def place(rng, clip, shift=True):
     return out
 
 
-def augment(rng, x, noise=True):
+def augment(rng, x, clean=0.0):
+    """Peak-normalise, reverberate (30 %), set a gain of -35...0 dB, add coloured noise at 5-40 dB SNR and a sensor
+    noise floor. With probability `clean` the window gets no coloured noise, and then half the time no floor
+    either (digital silence around the word, as a gated microphone or a file delivers it)."""
     x = x / (np.abs(x).max() + 1e-9)
     if rng.random() < 0.3:
         x = reverb(rng, x)
         x = x / (np.abs(x).max() + 1e-9)
     x = x * 10 ** (rng.uniform(-35, 0) / 20)
-    if noise:
-        snr = rng.uniform(5, 40)
-        p_sig = np.mean(x[np.abs(x) > 0] ** 2) if np.any(x) else 1e-6
-        nz = colored_noise(rng, len(x)) * np.sqrt(p_sig / 10 ** (snr / 10))
-        x = x + nz
+    if clean > 0 and rng.random() < clean:
+        return x if rng.random() < 0.5 else x + rng.standard_normal(len(x)) * 10 ** (rng.uniform(-90, -60) / 20)
+    snr = rng.uniform(5, 40)
+    p_sig = np.mean(x[np.abs(x) > 0] ** 2) if np.any(x) else 1e-6
+    x = x + colored_noise(rng, len(x)) * np.sqrt(p_sig / 10 ** (snr / 10))
     x = x + rng.standard_normal(len(x)) * 10 ** (rng.uniform(-90, -60) / 20)  # sensor floor
     return x
 
@@ -140,21 +144,33 @@ def label_of(word):
     return LABELS.index("unknown")
 
 
-def make_epoch(rng, train, clips, unknown_n, background_n, keyword_repeat):
+def make_epoch(rng, train, clips, unknown_n, background_n, keyword_repeat, context=0.0, clean=0.0):
+    """One augmented feature set: every keyword clip `keyword_repeat` times, `unknown_n` windows of ordinary
+    words, `background_n` windows of noise (and of keywords cut by the window edge, as `unknown`). With
+    probability `context` a keyword window also holds a short piece of an ordinary word just before or after it,
+    as in running speech (the keyword stays whole and is still the label). `clean`: see augment()."""
     xs, ys = [], []
+    unk = [r for r in train if label_of(r["word"]) == LABELS.index("unknown")]
     for r in train:
         y = label_of(r["word"])
         reps = keyword_repeat if y != LABELS.index("unknown") else 0
         for _ in range(reps):
-            xs.append(features(augment(rng, place(rng, clips[r["file"]]))))
+            c = clips[r["file"]]
+            if rng.random() < context:
+                other = clips[unk[int(rng.integers(len(unk)))]["file"]]
+                gap = int(rng.integers(0, 1600))
+                room = min(len(other), WINDOW - len(c) - gap - int(rng.integers(400, 1600)))
+                if room >= 1600:  # at least 0.1 s of the other word, and the keyword stays whole
+                    piece, z = (other[:room], np.zeros(gap)) if rng.random() < 0.5 else (other[-room:], np.zeros(gap))
+                    c = np.concatenate([c, z, piece]) if rng.random() < 0.5 else np.concatenate([piece, z, c])
+            xs.append(features(augment(rng, place(rng, c), clean)))
             ys.append(y)
-    unk = [r for r in train if label_of(r["word"]) == LABELS.index("unknown")]
     for i in rng.choice(len(unk), size=unknown_n, replace=True):
         c = clips[unk[i]["file"]]
         if rng.random() < 0.25:  # two ordinary words in one window
             c2 = clips[unk[int(rng.integers(len(unk)))]["file"]]
             c = np.concatenate([c, np.zeros(int(rng.integers(0, 3200))), c2])
-        xs.append(features(augment(rng, place(rng, c))))
+        xs.append(features(augment(rng, place(rng, c), clean)))
         ys.append(LABELS.index("unknown"))
     kw = [r for r in train if label_of(r["word"]) != LABELS.index("unknown")]
     for k in range(background_n):
@@ -168,12 +184,12 @@ def make_epoch(rng, train, clips, unknown_n, background_n, keyword_repeat):
                 x[WINDOW - keep:] = part
             else:
                 x[:keep] = part
-            xs.append(features(augment(rng, x)))
+            xs.append(features(augment(rng, x, clean)))
             ys.append(LABELS.index("unknown"))
         else:
             xs.append(features(background(rng)))
             ys.append(LABELS.index("background"))
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.asarray(ys))
+    return np.stack(xs).astype(np.float32), np.asarray(ys)
 
 
 def spec_augment(x):
@@ -205,55 +221,143 @@ def export(model, path):
     batchnorm_to_affine(path)
 
 
+# Training options (key=value on the command line); the defaults make the bundled model.
+DEFAULTS = {
+    "epochs": 40,          # passes, each over one cached feature set (cycled)
+    "sets": 4,             # augmented feature sets (each its own seed: the same sets with any `workers`)
+    "unknown": 8000,       # windows of ordinary words per set
+    "background": 1000,    # windows of noise (3/4) and of edge-cut keywords (1/4) per set
+    "keyword_repeat": 3,   # augmented copies of every keyword clip per set
+    "context": 0.0,        # share of keyword windows with a piece of another word beside the keyword
+    "clean": 0.2,          # share of word windows without added noise (see augment)
+    "channels": 96,        # convolution width
+    "val": 0.1,            # share of training-voice clips kept apart for validation (by file name)
+    "workers": 2,          # processes computing feature sets
+    "max_lr": 3e-3,
+}
+FLOAT_OPTIONS = {"context", "clean", "val", "max_lr"}
+
+
+def parse_args(argv):
+    args = dict(DEFAULTS)
+    out = ROOT / "models/kws.onnx"
+    for a in argv:
+        key, eq, value = a.partition("=")
+        if key == "out" and eq:
+            out = Path(value)
+            continue
+        if not eq or key not in DEFAULTS:
+            sys.exit(f"train.py: bad argument {a!r}; options are key=value with key in out, {', '.join(DEFAULTS)}")
+        try:
+            args[key] = float(value) if key in FLOAT_OPTIONS else int(value)
+        except ValueError:
+            sys.exit(f"train.py: {key}={value!r}: not {'a number' if key in FLOAT_OPTIONS else 'an integer'}")
+    if not 0.0 <= args["context"] <= 1.0 or not 0.0 <= args["clean"] <= 1.0 or not 0.0 <= args["val"] < 0.5:
+        sys.exit("train.py: context and clean must lie in [0, 1], val in [0, 0.5)")
+    if min(args["epochs"], args["sets"], args["channels"], args["workers"]) < 1:
+        sys.exit("train.py: epochs, sets, channels and workers must be at least 1")
+    return args, out
+
+
+def is_validation(r, share):
+    """Training-voice clips kept apart for validation: a fixed share chosen by a hash of the file name."""
+    import zlib
+
+    return zlib.crc32(r["file"].encode()) % 1000 < share * 1000
+
+
+_CORPUS = {}
+
+
+def _feature_set(job):
+    k, recipe = job
+    train, clips = _CORPUS["train"], _CORPUS["clips"]
+    rng = np.random.default_rng([0, k])
+    return make_epoch(rng, train, clips, unknown_n=recipe["unknown"], background_n=recipe["background"],
+                      keyword_repeat=recipe["keyword_repeat"], context=recipe["context"], clean=recipe["clean"])
+
+
+def feature_sets(train, clips, args, t0):
+    """The cached augmented feature sets of this recipe, computed in `workers` processes where missing."""
+    import hashlib
+    import multiprocessing
+
+    recipe = {k: args[k] for k in ("unknown", "background", "keyword_repeat", "context", "clean", "val")}
+    tag = hashlib.sha256(json.dumps([recipe, sorted(r["file"] for r in train)]).encode()).hexdigest()[:12]
+    paths = [WORK / f"features_{tag}_{k}.npz" for k in range(args["sets"])]
+    missing = [k for k, p in enumerate(paths) if not p.exists()]
+    if missing:
+        _CORPUS.update(train=train, clips=clips)
+        with multiprocessing.get_context("fork").Pool(min(args["workers"], len(missing))) as pool:
+            for k, (x, y) in zip(missing, pool.imap(_feature_set, [(k, recipe) for k in missing])):
+                np.savez(paths[k], x=x, y=y)
+                print(f"feature set {k}: {len(y)} windows ({time.time() - t0:.0f} s)", flush=True)
+    sets = []
+    for p in paths:
+        z = np.load(p)
+        sets.append((torch.from_numpy(z["x"]), torch.from_numpy(z["y"])))
+    return sets
+
+
+def centred_accuracy(model, rows, clips):
+    """Accuracy on clips centred in 1 s at 0.3 peak, as evaluate.py scores the held-out voices (clean)."""
+    model.eval()
+    rng = np.random.default_rng(7)
+    xs, ys = [], []
+    for r in rows:
+        x = place(rng, clips[r["file"]], shift=False)
+        xs.append(features(x / (np.abs(x).max() + 1e-9) * 0.3))
+        ys.append(label_of(r["word"]))
+    with torch.no_grad():
+        pred = model.logits(torch.from_numpy(np.stack(xs).astype(np.float32))).argmax(1).numpy()
+    ys = np.asarray(ys)
+    unk = ys == LABELS.index("unknown")
+    model.train()
+    return {"all": float((pred == ys).mean()), "keywords": float((pred == ys)[~unk].mean()),
+            "unknown": float((pred == ys)[unk].mean())}
+
+
 def main():
-    args = dict(a.split("=") for a in sys.argv[1:])
-    epochs = int(args.get("epochs", 36))
+    args, out = parse_args(sys.argv[1:])
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
     t0 = time.time()
+    print(f"options: {json.dumps(args)}", flush=True)
     index, clips = load_corpus()
-    train = [r for r in index if not r["held_out"]]
-    print(f"{len(train)} training clips, {len(index) - len(train)} held out", flush=True)
-    model = KwsNet()
+    train = [r for r in index if not r["held_out"] and not is_validation(r, args["val"])]
+    val = [r for r in index if not r["held_out"] and is_validation(r, args["val"])]
+    print(f"{len(train)} training clips, {len(val)} validation clips, "
+          f"{sum(r['held_out'] for r in index)} held out", flush=True)
+    model = KwsNet(c=args["channels"])
     print(f"parameters: {sum(p.numel() for p in model.parameters())}", flush=True)
+    sets = feature_sets(train, clips, args, t0)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-3)
-    per_epoch = None
     lossf = nn.CrossEntropyLoss(label_smoothing=0.05)
-    sched = None
-    # Augmented feature sets are computed once and cycled (features cost more than training steps here).
-    sets = []
-    for k in range(int(args.get("sets", 2))):
-        cache = WORK / f"features_set{k}.npz"
-        if cache.exists():  # same seed, same corpus: the same windows
-            z = np.load(cache)
-            sets.append((torch.from_numpy(z["x"]), torch.from_numpy(z["y"])))
-        else:
-            sets.append(make_epoch(rng, train, clips, unknown_n=1500, background_n=700, keyword_repeat=5))
-            np.savez(cache, x=sets[-1][0].numpy(), y=sets[-1][1].numpy())
-        print(f"feature set {k}: {len(sets[-1][1])} windows ({time.time() - t0:.0f} s)", flush=True)
+    epochs = args["epochs"]
+    per_epoch = [(len(y) + 63) // 64 for _, y in sets]
+    total_steps = sum(per_epoch[ep % len(sets)] for ep in range(epochs)) + 1
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args["max_lr"], total_steps=total_steps)
     for ep in range(epochs):
         x, y = sets[ep % len(sets)]
-        if sched is None:
-            per_epoch = (len(y) + 63) // 64
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * per_epoch + 1)
         model.train()
         perm = torch.randperm(len(y))
         total, correct, loss_sum = 0, 0, 0.0
         for i in range(0, len(y), 64):
             idx = perm[i:i + 64]
-            out = model.logits(spec_augment(x[idx]))
-            loss = lossf(out, y[idx])
+            logits = model.logits(spec_augment(x[idx]))
+            loss = lossf(logits, y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             loss_sum += loss.item() * len(idx)
-            correct += (out.argmax(1) == y[idx]).sum().item()
+            correct += (logits.argmax(1) == y[idx]).sum().item()
             total += len(idx)
-        print(f"epoch {ep} loss {loss_sum / total:.4f} train acc {correct / total:.4f} ({time.time() - t0:.0f} s)",
-              flush=True)
-    out = ROOT / "models/kws.onnx"
+        line = f"epoch {ep} loss {loss_sum / total:.4f} train acc {correct / total:.4f}"
+        if val and (ep % 5 == 4 or ep == epochs - 1):
+            a = centred_accuracy(model, val, clips)
+            line += f" | validation all {a['all']:.4f} keywords {a['keywords']:.4f} unknown {a['unknown']:.4f}"
+        print(f"{line} ({time.time() - t0:.0f} s)", flush=True)
     export(model, out)
     torch.save(model.state_dict(), WORK / "kws.pt")
     print(f"exported {out} after {time.time() - t0:.0f} s")
