@@ -234,6 +234,7 @@ DEFAULTS = {
     "val": 0.1,            # share of training-voice clips kept apart for validation (by file name)
     "workers": 2,          # processes computing feature sets
     "max_lr": 3e-3,
+    "seed": 0,             # torch's seed and the first word of every feature set's seed
 }
 FLOAT_OPTIONS = {"context", "clean", "val", "max_lr"}
 
@@ -272,7 +273,7 @@ _CORPUS = {}
 def _feature_set(job):
     k, recipe = job
     train, clips = _CORPUS["train"], _CORPUS["clips"]
-    rng = np.random.default_rng([0, k])
+    rng = np.random.default_rng([recipe["seed"], k])
     return make_epoch(rng, train, clips, unknown_n=recipe["unknown"], background_n=recipe["background"],
                       keyword_repeat=recipe["keyword_repeat"], context=recipe["context"], clean=recipe["clean"])
 
@@ -282,7 +283,7 @@ def feature_sets(train, clips, args, t0):
     import hashlib
     import multiprocessing
 
-    recipe = {k: args[k] for k in ("unknown", "background", "keyword_repeat", "context", "clean", "val")}
+    recipe = {k: args[k] for k in ("unknown", "background", "keyword_repeat", "context", "clean", "val", "seed")}
     tag = hashlib.sha256(json.dumps([recipe, sorted(r["file"] for r in train)]).encode()).hexdigest()[:12]
     paths = [WORK / f"features_{tag}_{k}.npz" for k in range(args["sets"])]
     missing = [k for k, p in enumerate(paths) if not p.exists()]
@@ -319,7 +320,7 @@ def centred_accuracy(model, rows, clips):
 
 def main():
     args, out = parse_args(sys.argv[1:])
-    torch.manual_seed(0)
+    torch.manual_seed(args["seed"])
     torch.set_num_threads(1)
     t0 = time.time()
     print(f"options: {json.dumps(args)}", flush=True)
