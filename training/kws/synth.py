@@ -84,23 +84,31 @@ def run(cmd: list[str], out: str) -> np.ndarray | None:
         return None
 
 
-def jobs(rng: np.random.Generator):
-    """(word, engine, voice, variant, speed, pitch) tuples."""
+def keyword_takes(rng: np.random.Generator, espeak, flite, festival, piper):
+    """Takes of every keyword and the wake phrase: per espeak-ng voice `espeak` = (n variants, speed range, pitch
+    range), per flite voice 4 takes and per festival voice 3 with a duration stretch in the given range, and 16
+    piper takes with a length scale in `piper`. The draw order is part of each corpus version: keep it."""
     out = []
-    words = KEYWORDS + [WAKE_WORD]
-    for w in words:
+    n, speed, pitch = espeak
+    for w in KEYWORDS + [WAKE_WORD]:
         for v in ESPEAK_VOICES:
-            variants = rng.choice(ESPEAK_VARIANTS, size=14, replace=False)
-            for var in variants:
-                out.append((w, "espeak", v, str(var), int(rng.integers(110, 210)), int(rng.integers(25, 75))))
+            for var in rng.choice(ESPEAK_VARIANTS, size=n, replace=False):
+                out.append((w, "espeak", v, str(var), int(rng.integers(*speed)), int(rng.integers(*pitch))))
         for v in FLITE_VOICES:
             for _ in range(4):
-                out.append((w, "flite", v, "", float(rng.uniform(0.8, 1.3)), 0))
+                out.append((w, "flite", v, "", float(rng.uniform(*flite)), 0))
         for v in FESTIVAL_VOICES:
             for _ in range(3):
-                out.append((w, "festival", v, "", float(rng.uniform(0.8, 1.25)), 0))
+                out.append((w, "festival", v, "", float(rng.uniform(*festival)), 0))
         for _ in range(16):
-            out.append((w, "piper", "joe", "", float(rng.uniform(0.75, 1.35)), float(rng.uniform(0.3, 1.0))))
+            out.append((w, "piper", "joe", "", float(rng.uniform(*piper)), float(rng.uniform(0.3, 1.0))))
+    return out
+
+
+def jobs(rng: np.random.Generator):
+    """(word, engine, voice, variant, speed, pitch) tuples."""
+    out = keyword_takes(rng, espeak=(14, (110, 210), (25, 75)), flite=(0.8, 1.3), festival=(0.8, 1.25),
+                        piper=(0.75, 1.35))
     for w in UNKNOWN_WORDS:
         for v in ESPEAK_VOICES:
             for var in rng.choice(ESPEAK_VARIANTS, size=2, replace=False):
@@ -117,19 +125,8 @@ def extra_jobs(rng: np.random.Generator):
     """Corpus version 2 adds these after version 1's jobs (their own seed, so version 1's clips stay as they were):
     more keyword takes with every engine (espeak-ng 16 more variants per voice, flite 4 more per voice, festival
     3 more per voice, piper 16 more) and one more espeak-ng take of every ordinary word per voice."""
-    out = []
-    for w in KEYWORDS + [WAKE_WORD]:
-        for v in ESPEAK_VOICES:
-            for var in rng.choice(ESPEAK_VARIANTS, size=16, replace=False):
-                out.append((w, "espeak", v, str(var), int(rng.integers(100, 220)), int(rng.integers(20, 80))))
-        for v in FLITE_VOICES:
-            for _ in range(4):
-                out.append((w, "flite", v, "", float(rng.uniform(0.75, 1.35)), 0))
-        for v in FESTIVAL_VOICES:
-            for _ in range(3):
-                out.append((w, "festival", v, "", float(rng.uniform(0.75, 1.3)), 0))
-        for _ in range(16):
-            out.append((w, "piper", "joe", "", float(rng.uniform(0.7, 1.4)), float(rng.uniform(0.3, 1.0))))
+    out = keyword_takes(rng, espeak=(16, (100, 220), (20, 80)), flite=(0.75, 1.35), festival=(0.75, 1.3),
+                        piper=(0.7, 1.4))
     for w in UNKNOWN_WORDS:
         for v in ESPEAK_VOICES:
             var = ESPEAK_VARIANTS[int(rng.integers(len(ESPEAK_VARIANTS)))]
