@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "training/common"))
 from logmel import logmel  # noqa: E402
 from words import KEYWORDS, LABELS, WAKE_WORD  # noqa: E402
+import synth  # noqa: E402
 import train  # noqa: E402
 
 RATE = 16000
@@ -103,6 +104,7 @@ def held_out(sess) -> dict:
     res = {}
     for cond in ("clean", "noisy"):
         conf = np.zeros((n, n), dtype=int)
+        groups: dict[str, list[int]] = {}  # held-out voice, or espeak variant heard with training voices
         for r in test:
             x = train.place(rng, clips[r["file"]], shift=False)
             x = x / (np.abs(x).max() + 1e-9) * 0.3
@@ -111,7 +113,13 @@ def held_out(sess) -> dict:
                 p_sig = np.mean(x[np.abs(x) > 0] ** 2)
                 x = x + train.colored_noise(rng, len(x)) * np.sqrt(p_sig / 10 ** (snr / 10))
             y = train.label_of(r["word"])
-            conf[y, int(np.argmax(probs(sess, train.features(x))))] += 1
+            guess = int(np.argmax(probs(sess, train.features(x))))
+            conf[y, guess] += 1
+            g = (f"{r['engine']} {r['voice']}" if (r["engine"], r["voice"]) in synth.HELD_OUT
+                 else f"espeak variant {r['variant']}")
+            groups.setdefault(g, [0, 0])
+            groups[g][0] += int(guess == y)
+            groups[g][1] += 1
         kw = [LABELS.index(w) for w in TARGETS]
         kw_total = conf[kw].sum()
         res[cond] = {
@@ -120,6 +128,7 @@ def held_out(sess) -> dict:
             "accuracy_unknown": round(float(conf[1, 1] / max(conf[1].sum(), 1)), 4),
             "clips": int(conf.sum()), "keyword_clips": int(kw_total),
             "confusion": conf.tolist(),
+            "by_voice": {g: {"accuracy": round(c / t, 4), "clips": t} for g, (c, t) in sorted(groups.items())},
         }
     res["labels"] = LABELS
     res["voices"] = sorted({f"{r['engine']}:{r['voice']}" + (f"+{r['variant']}" if r["variant"] else "")
@@ -226,7 +235,8 @@ def main():
     args.get("out", HERE / "metrics.json").write_text(json.dumps(out, indent=1) + "\n")
     h = out["held_out_voices"]
     for cond in ("clean", "noisy"):
-        print(cond, {k: v for k, v in h[cond].items() if k != "confusion"})
+        print(cond, {k: v for k, v in h[cond].items() if k not in ("confusion", "by_voice")})
+        print("  by held-out voice:", ", ".join(f"{g} {v['accuracy']:.3f}" for g, v in h[cond]["by_voice"].items()))
     for thr, r in out["real_recordings"]["by_threshold"].items():
         print(f"threshold {thr}: demo {r['demo_speech_with_keywords']['hits']}/{r['demo_speech_with_keywords']['keywords']} "
               f"(+{len(r['demo_speech_with_keywords']['other_detections'])} other), real recall {r['recall_real']['hits']}/{r['recall_real']['total']}, "

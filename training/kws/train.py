@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Train the keyword spotter on the synthesised corpus and export models/kws.onnx.
+"""Train one keyword-spotter model on the synthesised corpus (models/kws.onnx averages three of them).
 
     nice -n 10 training/work/venv/bin/python training/kws/synth.py     # corpus (once)
-    nice -n 10 training/work/venv/bin/python training/kws/train.py [key=value ...]   # model (see DEFAULTS)
+    nice -n 10 training/work/venv/bin/python training/kws/train.py [key=value ...]   # one model (see DEFAULTS)
+    training/work/venv/bin/python training/kws/ensemble.py A.onnx B.onnx C.onnx out=models/kws.onnx
+
+Without out= the model goes to training/kws/work/kws_seed<seed>.onnx; the bundled file is the ensemble of seeds
+0, 1 and 2 (models/kws.md).
 
 Input: log-mel features of 1 s of 16 kHz audio exactly as training/common/logmel.py defines them (n_fft 400, hop
 160, 40 mels) → [1, 40, 98]. Model: causal dilated 1-D convolutions over time (pads folded into the Conv nodes),
@@ -241,7 +245,7 @@ FLOAT_OPTIONS = {"context", "clean", "val", "max_lr"}
 
 def parse_args(argv):
     args = dict(DEFAULTS)
-    out = ROOT / "models/kws.onnx"
+    out = None
     for a in argv:
         key, eq, value = a.partition("=")
         if key == "out" and eq:
@@ -257,6 +261,8 @@ def parse_args(argv):
         sys.exit("train.py: context and clean must lie in [0, 1], val in [0, 0.5)")
     if min(args["epochs"], args["sets"], args["channels"], args["workers"]) < 1:
         sys.exit("train.py: epochs, sets, channels and workers must be at least 1")
+    if out is None:
+        out = WORK / f"kws_seed{args['seed']}.onnx"
     return args, out
 
 
@@ -359,6 +365,7 @@ def main():
             a = centred_accuracy(model, val, clips)
             line += f" | validation all {a['all']:.4f} keywords {a['keywords']:.4f} unknown {a['unknown']:.4f}"
         print(f"{line} ({time.time() - t0:.0f} s)", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     export(model, out)
     torch.save(model.state_dict(), WORK / "kws.pt")
     print(f"exported {out} after {time.time() - t0:.0f} s")
