@@ -121,9 +121,10 @@ def scores(tp: int, fn: int, fp: int) -> dict:
             "sensitivity": round(tp / max(tp + fn, 1), 5), "ppv": round(tp / max(tp + fp, 1), 5)}
 
 
-def simulated(sess, sim: int = 2, pick=pick_beats) -> dict:
+def simulated(sess, sim: int = 2, pick=pick_beats, detect=None) -> dict:
     """40 records of 60 s; noise level drawn uniformly in [0, 1] per record (ecgsim.distort), reported overall and
-    by level: low [0, 0.3), medium [0.3, 0.6), high [0.6, 1]."""
+    by level: low [0, 0.3), medium [0.3, 0.6), high [0.6, 1]. `detect` (signal -> beat samples) replaces the model
+    (for the established detectors)."""
     rng = np.random.default_rng(20261126)
     buckets = {"all": np.zeros(3, dtype=int), "low": np.zeros(3, dtype=int), "medium": np.zeros(3, dtype=int),
                "high": np.zeros(3, dtype=int)}
@@ -133,13 +134,24 @@ def simulated(sess, sim: int = 2, pick=pick_beats) -> dict:
         x, p = ecgsim.add_pvcs(rng, x, p, version=sim)
         level = float(rng.uniform(0, 1))
         y = ecgsim.distort(rng, x, level=level)
-        det = pick(probabilities(sess, y))
+        det = pick(probabilities(sess, y)) if detect is None else detect(y)
         keep_r = p[(p >= edge) & (p < len(x) - edge)]
         keep_d = det[(det >= edge) & (det < len(x) - edge)]
         m = np.asarray(match(keep_r, keep_d))
         buckets["all"] += m
         buckets["low" if level < 0.3 else "medium" if level < 0.6 else "high"] += m
     return {k: scores(*v) for k, v in buckets.items()}
+
+
+def neurokit_detector(method: str):
+    """neurokit2's cleaning and R-peak detection (`method`: "neurokit" or "christov2004") as a beat detector."""
+    import neurokit2 as nk
+
+    def detect(y: np.ndarray) -> np.ndarray:
+        clean = nk.ecg_clean(y, sampling_rate=ecgsim.RATE, method="neurokit")
+        _, peaks = nk.ecg_peaks(clean, sampling_rate=ecgsim.RATE, method=method)
+        return np.asarray(peaks["ECG_R_Peaks"], dtype=np.int64)
+    return detect
 
 
 def mitbih(sess, write_reference: bool = True, pick=pick_beats) -> dict:
@@ -180,14 +192,16 @@ def main() -> None:
     training/ecg/metrics.json), and the T-wave guard of pick_beats (off by default): guard=MS (window after the
     previous beat), guard_p=P (probability a candidate in it needs; default 0.9 when guard= is given),
     guard_ratio=R (and at least R times the previous beat's probability; default 0), guard_rr=F (window at most
-    F x the recent mean RR interval; default 0: off). The reference beats of record 208 are written only with the
-    defaults."""
-    usage = "usage: evaluate.py [model=PATH] [sim=2|3] [out=PATH] [guard=MS [guard_p=P] [guard_ratio=R] [guard_rr=F]]"
+    F x the recent mean RR interval; default 0: off); for models trained with train.py's delay= or levels=:
+    delay=N (samples the model reports a beat late; default 36) and context=N (its receptive field - 1; default
+    254). The reference beats of record 208 are written only with the defaults."""
+    usage = ("usage: evaluate.py [model=PATH] [sim=2|3] [out=PATH] [delay=N context=N] "
+             "[guard=MS [guard_p=P] [guard_ratio=R] [guard_rr=F]]")
     args = {}
     for a in sys.argv[1:]:
         key, eq, value = a.partition("=")
-        if not eq or key not in ("model", "sim", "out", "guard", "guard_p", "guard_ratio",
-                                       "guard_rr"):
+        if not eq or key not in ("model", "sim", "out", "guard", "guard_p", "guard_ratio", "guard_rr", "delay",
+                                 "context"):
             sys.exit(f"evaluate.py: bad argument {a!r}; {usage}")
         args[key] = value
     model = Path(args.get("model", ROOT / "models/ecg_beats.onnx"))
@@ -212,6 +226,14 @@ def main() -> None:
                      "guard_rr >= 0")
     elif any(k in args for k in ("guard_p", "guard_ratio", "guard_rr")):
         sys.exit(f"evaluate.py: guard_p=, guard_ratio= and guard_rr= need guard=; {usage}")
+    global DELAY, CONTEXT
+    try:
+        DELAY = int(args.get("delay", DELAY))
+        CONTEXT = int(args.get("context", CONTEXT))
+    except ValueError:
+        sys.exit(f"evaluate.py: delay= and context= must be integers; {usage}")
+    if DELAY < 0 or CONTEXT < 0:
+        sys.exit("evaluate.py: delay= and context= must be >= 0")
     pick = pick_beats
     if guard:
         pick = functools.partial(pick_beats, guard=int(round(guard["guard_ms"] / 1000 * ecgsim.RATE)),
@@ -225,11 +247,16 @@ def main() -> None:
     out = {"simulated_40x60s": simulated(sess, sim, pick),
            "mitbih208_excerpt": mitbih(sess, write_reference=defaults, pick=pick),
            "tolerance_ms": 50, "threshold": THRESHOLD, "refractory_ms": 200, "delay_samples": DELAY}
+    if defaults:  # the established detectors on the same simulated records, for scale (the model card quotes them)
+        out["simulated_40x60s_established_detectors"] = {
+            m: simulated(None, sim, detect=neurokit_detector(m))["all"] for m in ("neurokit", "christov2004")}
     if not defaults:
         out["model"] = str(model)
         out["simulator_version"] = sim
     if guard:
         out["t_wave_guard"] = guard
+    if "context" in args:
+        out["context_samples"] = CONTEXT
     print(json.dumps(out, indent=1))
     out_path.write_text(json.dumps(out, indent=1) + "\n")
 

@@ -42,9 +42,10 @@ SIM = 1  # simulator version of the training records (1: the bundled model's; se
 T_SHARE = 0.5  # sim=4: share of the windows whose T waves ecgsim.reshape_t_waves replaces (208-like T waves)
 T_SEED = 4  # sim=4: seed of reshape_t_waves' own generator (the other draws stay those of sim=3)
 T_WEIGHT = 1.0  # loss weight of label-0 samples in each beat's T-wave region (1: plain loss, as the bundled model)
+PVCS = None  # PVC drawing of the training windows: None (as the simulator version SIM), 2, 3, or 0 (each window v2 or v3)
 T_REGION = (0.10, 0.45)  # s after an R peak counted as its T-wave region (stops 60 ms before the next R peak)
 OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "t_share",
-           "out")
+           "delay", "levels", "window", "pvcs", "out")
 
 
 class CausalConv(nn.Module):
@@ -108,7 +109,8 @@ def sample_batch(rng, bank, batch: int, t_rng=None):
         seg = x[a:a + WINDOW]
         if SIM >= 4:  # before the PVCs, so that a beat replaced by a PVC loses its new T wave too
             seg = ecgsim.reshape_t_waves(t_rng, seg, pk, share=T_SHARE)
-        seg, pk = ecgsim.add_pvcs(rng, seg, pk, with_pvcs=PVC_WINDOWS, version=SIM)
+        pvcs = SIM if PVCS is None else PVCS if PVCS else int(rng.choice([2, 3]))
+        seg, pk = ecgsim.add_pvcs(rng, seg, pk, with_pvcs=PVC_WINDOWS, version=pvcs)
         # hard examples: a share of the windows draws its noise level from the upper half of the range only
         level = None
         if HIGH_NOISE_SHARE > 0 and rng.random() < HIGH_NOISE_SHARE:
@@ -164,6 +166,23 @@ def main() -> None:
             except ValueError:
                 sys.exit(f"train.py: {key}={value!r}: not {'a number' if number is float else 'an integer'}")
     global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM, T_WEIGHT, T_SHARE  # overridable for experiments
+    global DELAY, DILATIONS, RECEPTIVE_FIELD, WINDOW, PVCS
+    if "pvcs" in args:
+        PVCS = int(args["pvcs"])
+        if PVCS not in (0, 2, 3):
+            sys.exit(f"train.py: pvcs={PVCS}: PVCs as simulator version 2 or 3 draws them, or 0 (each window either)")
+    DELAY = int(args.get("delay", DELAY))
+    if not 0 <= DELAY <= ecgsim.RATE:
+        sys.exit(f"train.py: delay={DELAY}: must be 0-{ecgsim.RATE} samples")
+    if "levels" in args:  # residual blocks with dilations 2, 4, ..., 2^levels (default 5: up to 32)
+        levels = int(args["levels"])
+        if not 1 <= levels <= 9:
+            sys.exit(f"train.py: levels={levels}: must be 1-9")
+        DILATIONS = tuple(2 ** i for i in range(1, levels + 1))
+        RECEPTIVE_FIELD = 1 + 6 + sum(4 * d for d in DILATIONS)
+    WINDOW = int(args.get("window", WINDOW))
+    if WINDOW < 2 * RECEPTIVE_FIELD or WINDOW > 60 * ecgsim.RATE // 2:
+        sys.exit(f"train.py: window={WINDOW}: must be 2x the receptive field ({RECEPTIVE_FIELD}) to 10800 samples")
     CHANNELS = int(args.get("channels", CHANNELS))
     MIX = bool(int(args.get("mix", int(MIX))))
     HIGH_NOISE_SHARE = float(args.get("high_noise_share", HIGH_NOISE_SHARE))
@@ -196,7 +215,8 @@ def main() -> None:
     print(f"simulated {len(bank)} clean records in {time.time() - t0:.0f} s", flush=True)
     t_rng = np.random.default_rng(T_SEED) if SIM >= 4 else None  # v4's own generator; draws nothing for sim 1-3
     model = BeatNet(CHANNELS, MIX)
-    print(f"channels {CHANNELS}, pointwise mix {MIX}, receptive field {RECEPTIVE_FIELD}, high-noise share "
+    print(f"channels {CHANNELS}, pointwise mix {MIX}, receptive field {RECEPTIVE_FIELD}, delay {DELAY}, "
+          f"window {WINDOW}, PVCs {({None: f'v{SIM}', 0: 'v2/v3'}).get(PVCS, f'v{PVCS}')}, high-noise share "
           f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}, simulator v{SIM}, T-wave weight {T_WEIGHT}"
           + (f", reshaped T-wave share {T_SHARE}" if SIM >= 4 else ""))
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
@@ -221,8 +241,8 @@ def main() -> None:
     out = Path(args.get("out", ROOT / "models" / "ecg_beats.onnx"))
     export(model, out)
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
-            "steps": steps, "batch": BATCH, "records": records, "high_noise_share": HIGH_NOISE_SHARE,
-            "pvc_windows": PVC_WINDOWS, "sim": SIM, "t_weight": T_WEIGHT, **({"t_share": T_SHARE} if SIM >= 4 else {}), "parameters": sum(p.numel() for p in model.parameters()),
+            "dilations": list(DILATIONS), "window": WINDOW, "steps": steps, "batch": BATCH, "records": records, "high_noise_share": HIGH_NOISE_SHARE,
+            "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS, "t_weight": T_WEIGHT, **({"t_share": T_SHARE} if SIM >= 4 else {}), "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
     print(f"exported {out} ({out.stat().st_size} bytes) after {time.time() - t0:.0f} s")

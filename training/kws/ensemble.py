@@ -23,10 +23,10 @@ INPUT = "logmel"
 OUTPUT = "probs"
 
 
-def prefixed(graph: onnx.GraphProto, prefix: str) -> tuple[list, list]:
+def prefixed(graph: onnx.GraphProto, prefix: str, shared: str = INPUT) -> tuple[list, list]:
     """The graph's nodes and initializers with every name except the shared input prefixed."""
     def rename(name: str) -> str:
-        return name if name in ("", INPUT) else prefix + name
+        return name if name in ("", shared) else prefix + name
 
     nodes = []
     for n in graph.node:
@@ -45,32 +45,35 @@ def prefixed(graph: onnx.GraphProto, prefix: str) -> tuple[list, list]:
     return nodes, inits
 
 
-def ensemble(paths: list[Path]) -> onnx.ModelProto:
+def ensemble(paths: list[Path], input_name: str = INPUT, output_name: str = OUTPUT,
+             graph_name: str = "kws_ensemble") -> onnx.ModelProto:
+    """Members with one input `input_name` and one output `output_name` (train.py's names by default); the output
+    of the result is the mean of theirs."""
     members = [onnx.load(str(p)) for p in paths]
     first = members[0]
     for p, m in zip(paths, members):
         ins = [i.name for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
         outs = [o.name for o in m.graph.output]
-        if ins != [INPUT] or outs != [OUTPUT]:
-            sys.exit(f"ensemble.py: {p}: inputs {ins} and outputs {outs}; need [{INPUT!r}] and [{OUTPUT!r}]")
+        if ins != [input_name] or outs != [output_name]:
+            sys.exit(f"ensemble: {p}: inputs {ins} and outputs {outs}; need [{input_name!r}] and [{output_name!r}]")
         if m.graph.input[0].type != first.graph.input[0].type:
-            sys.exit(f"ensemble.py: {p}: input type differs from {paths[0]}'s")
+            sys.exit(f"ensemble: {p}: input type differs from {paths[0]}'s")
         if [o.version for o in m.opset_import] != [o.version for o in first.opset_import]:
-            sys.exit(f"ensemble.py: {p}: opset differs from {paths[0]}'s")
+            sys.exit(f"ensemble: {p}: opset differs from {paths[0]}'s")
     nodes, inits = [], []
     for k, m in enumerate(members):
-        n, i = prefixed(m.graph, f"m{k}_")
+        n, i = prefixed(m.graph, f"m{k}_", input_name)
         nodes += n
         inits += i
-    total = f"m0_{OUTPUT}"
+    total = f"m0_{output_name}"
     for k in range(1, len(members)):
-        nodes.append(helper.make_node("Add", [total, f"m{k}_{OUTPUT}"], [f"sum{k}"], name=f"ensemble_add{k}"))
+        nodes.append(helper.make_node("Add", [total, f"m{k}_{output_name}"], [f"sum{k}"], name=f"ensemble_add{k}"))
         total = f"sum{k}"
     inits.append(numpy_helper.from_array(np.array(1.0 / len(members), dtype=np.float32), "ensemble_scale"))
-    nodes.append(helper.make_node("Mul", [total, "ensemble_scale"], [OUTPUT], name="ensemble_mean"))
+    nodes.append(helper.make_node("Mul", [total, "ensemble_scale"], [output_name], name="ensemble_mean"))
     out_type = onnx.ValueInfoProto()
     out_type.CopyFrom(first.graph.output[0])
-    graph = helper.make_graph(nodes, "kws_ensemble", [first.graph.input[0]], [out_type], initializer=inits)
+    graph = helper.make_graph(nodes, graph_name, [first.graph.input[0]], [out_type], initializer=inits)
     model = helper.make_model(graph, opset_imports=list(first.opset_import), producer_name="sigflow ensemble.py")
     model.ir_version = first.ir_version
     onnx.checker.check_model(model)
