@@ -2,6 +2,7 @@
 """Average the class probabilities of several keyword-spotter models in one ONNX file.
 
     training/work/venv/bin/python training/kws/ensemble.py A.onnx B.onnx [...] out=models/kws.onnx
+    training/work/venv/bin/python training/kws/ensemble.py A.onnx B.onnx input=ecg output=beat out=E.onnx
 
 Every member must have the signature train.py exports (input `logmel` [1, 40, 98], output `probs` [N, 13]). The
 result has the same signature: the members run side by side on the shared input (their node, tensor and
@@ -81,18 +82,22 @@ def ensemble(paths: list[Path], input_name: str = INPUT, output_name: str = OUTP
 
 
 def main() -> None:
-    paths, out = [], None
+    paths, out, names = [], None, {"input": INPUT, "output": OUTPUT}
     for a in sys.argv[1:]:
-        if a.startswith("out="):
-            out = Path(a[4:])
+        key, eq, value = a.partition("=")
+        if eq and key == "out":
+            out = Path(value)
+        elif eq and key in names:
+            names[key] = value
         else:
             paths.append(Path(a))
     if len(paths) < 2 or out is None:
-        sys.exit("usage: ensemble.py A.onnx B.onnx [...] out=PATH")
+        sys.exit("usage: ensemble.py A.onnx B.onnx [...] [input=NAME output=NAME] out=PATH")
     for p in paths:
         if not p.is_file():
             sys.exit(f"ensemble.py: {p}: no such file")
-    model = ensemble(paths)
+    model = ensemble(paths, names["input"], names["output"],
+                     "kws_ensemble" if names["input"] == INPUT else f"{names['input']}_ensemble")
     data = model.SerializeToString()
     out.write_bytes(data)
     print(f"wrote {out} ({len(data)} bytes, {len(paths)} members), sha256 {hashlib.sha256(data).hexdigest()}")
