@@ -83,7 +83,8 @@ fn series(events: &[Event]) -> Vec<f32> {
         .collect()
 }
 
-const STAGE: &str = "window = 360\nhop = 36\nthreshold = 0.5\ndelay = 36\nrefractory = \"200ms\"\n\
+const STAGE: &str =
+    "window = 1080\nhop = 36\nthreshold = 0.5\ndelay = 72\nrefractory = \"200ms\"\n\
                      brady-bpm = 30\ntachy-bpm = 220\n";
 
 #[test]
@@ -155,7 +156,7 @@ fn exact_streaming_equals_full_window() {
 fn tachycardia_alarm_fires_with_a_low_limit() {
     let x = ecg();
     let events = run(
-        "window = 360\nhop = 36\ntachy-bpm = 60\nalarm-beats = 4\n",
+        "window = 1080\nhop = 36\ntachy-bpm = 60\nalarm-beats = 4\n",
         &x[..360 * 30],
         500,
     );
@@ -180,11 +181,11 @@ fn beats_config_errors_name_the_key() {
             .expect_err("must be refused")
             .to_string()
     };
-    let e = check("window = 360\nhop = 36\nthreshold = 1.5\n");
+    let e = check("window = 1080\nhop = 36\nthreshold = 1.5\n");
     assert!(e.contains("threshold") && e.contains("(0, 1)"), "{e}");
-    let e = check("window = 360\nhop = 36\nbrady-bpm = 100\ntachy-bpm = 90\n");
+    let e = check("window = 1080\nhop = 36\nbrady-bpm = 100\ntachy-bpm = 90\n");
     assert!(e.contains("brady-bpm"), "{e}");
-    let e = check("window = 360\nhop = 36\nalarm-beats = 0\n");
+    let e = check("window = 1080\nhop = 36\nalarm-beats = 0\n");
     assert!(e.contains("alarm-beats"), "{e}");
     // a keyword spotter has one score vector per window, not a per-sample output
     let text = "[source]\nkind = \"wav\"\npath = \"audio/speech_with_keywords.wav\"\n\n[[stage]]\nkind = \"cnn\"\n\
@@ -200,7 +201,7 @@ fn beats_config_errors_name_the_key() {
     assert!(e.contains("events") && e.contains("test.toml:"), "{e}");
     // beat keys without the beats events
     let text = "[source]\nkind = \"wav\"\npath = \"audio/mitbih208_excerpt.wav\"\n\n[[stage]]\nkind = \"cnn\"\n\
-                name = \"ecg\"\nmodel = \"models/ecg_beats.onnx\"\nrate = 360\nwindow = 360\nhop = 36\n\
+                name = \"ecg\"\nmodel = \"models/ecg_beats.onnx\"\nrate = 360\nwindow = 1080\nhop = 36\n\
                 tachy-bpm = 120\n";
     let cf = ConfigFile::parse(&root().join("test.toml"), text.to_string()).expect("parses");
     let StageConfig::Cnn(c) = &cf.config.stages[0] else {

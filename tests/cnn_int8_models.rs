@@ -82,8 +82,8 @@ fn ecg_int8_beats_match_f32_within_50_ms() {
     let x: Vec<f32> = r.samples::<f32>().map(|s| s.expect("sample")).collect();
     let beats = |weights: &str| -> Vec<u64> {
         let stage = format!(
-            "name = \"ecg\"\nmodel = \"models/ecg_beats.onnx\"\nrate = 360\nevents = \"beats\"\nwindow = 360\n\
-             hop = 36\nthreshold = 0.5\ndelay = 36\nrefractory = \"200ms\"\nweights = \"{weights}\"\n"
+            "name = \"ecg\"\nmodel = \"models/ecg_beats.onnx\"\nrate = 360\nevents = \"beats\"\nwindow = 1080\n\
+             hop = 36\nthreshold = 0.5\ndelay = 72\nrefractory = \"200ms\"\nweights = \"{weights}\"\n"
         );
         run_stage("audio/mitbih208_excerpt.wav", &stage, &x)
             .into_iter()

@@ -37,6 +37,9 @@ fn reference() -> Value {
     serde_json::from_str(&text).expect("JSON")
 }
 
+/// The bundled model's receptive field - 1 (models/ecg_beats.md).
+const CONTEXT: usize = 1022;
+
 fn spec(chunk: usize, context: usize) -> StatefulSpec {
     StatefulSpec {
         input: "ecg".into(),
@@ -59,19 +62,19 @@ fn chunked_output_equals_whole_signal_output() {
     whole.run(x, &mut full).expect("runs");
     assert_eq!(full.len(), x.len());
 
-    let mut chunked = StatefulModel::load(&path, spec(36, 254)).expect("model loads");
+    let mut chunked = StatefulModel::load(&path, spec(36, CONTEXT)).expect("model loads");
     let mut out = Vec::new();
     let mut streamed = Vec::new();
     for c in x.chunks(36) {
         chunked.run(c, &mut out).expect("runs");
-        assert_eq!(out.len(), 254 + 36);
-        streamed.extend_from_slice(&out[254..]);
+        assert_eq!(out.len(), CONTEXT + 36);
+        streamed.extend_from_slice(&out[CONTEXT..]);
     }
-    // The first 254 outputs of the whole-signal run see each layer's zero padding, the streamed ones a context of
+    // The first CONTEXT outputs of the whole-signal run see each layer's zero padding, the streamed ones a context of
     // zero input samples; from the receptive field on, both compute the same thing.
-    let worst = full[254..]
+    let worst = full[CONTEXT..]
         .iter()
-        .zip(&streamed[254..])
+        .zip(&streamed[CONTEXT..])
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(
@@ -167,7 +170,7 @@ fn beats_on_mitbih_208_match_python_and_neurokit() {
         samples.len(),
         nk.len()
     );
-    assert!(se >= 0.92 && ppv >= 0.95, "sensitivity {se} PPV {ppv}");
+    assert!(se >= 0.97 && ppv >= 0.95, "sensitivity {se} PPV {ppv}");
     // record 208 runs at 55-130 bpm (8-beat means of neurokit2's beats); the detector's extra beats on some PVCs
     // push its 8-beat mean up to ~197 bpm, so only wide limits stay silent
     assert!(!events

@@ -38,9 +38,10 @@ pub enum CnnEvents {
 
 /// `kind = "cnn"`.
 ///
-/// Beat detector example (`models/ecg_beats.onnx`): `rate = 360`, `window = 360` (≥ the model's 255-sample
-/// receptive field so exact streaming is valid), `hop = 36`, `events = "beats"`, `threshold = 0.5`, `delay = 36`,
-/// `refractory = "200ms"`, `brady-bpm = 30`, `tachy-bpm = 220`, `alarm-beats = 8`.
+/// Beat detector example (`models/ecg_beats.onnx`): `rate = 360`, `window = 1080` (≥ the model's 1023-sample
+/// receptive field + hop − 1, so every hop's outputs see their whole receptive field), `hop = 36`,
+/// `events = "beats"`, `threshold = 0.5`, `delay = 72`,
+/// `refractory = "200ms"`, `brady-bpm = 40`, `tachy-bpm = 180`, `alarm-beats = 8`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CnnStageConfig {
@@ -89,7 +90,7 @@ pub struct CnnStageConfig {
     pub emit_scores: Option<bool>,
     /// Turn the output into events: `"beats"` (see [`CnnEvents::Beats`]).
     pub events: Option<CnnEvents>,
-    /// beats: the model reports a beat this long after the R peak (default 36 samples).
+    /// beats: the model reports a beat this long after the R peak (default 72 samples, `models/ecg_beats.onnx`'s).
     pub delay: Option<Length>,
     /// beats: raise a `bradycardia` alarm when the mean rate over `alarm-beats` intervals falls below this.
     pub brady_bpm: Option<f64>,

@@ -3,7 +3,9 @@
 //!
 //! Peak picking: every run of samples with probability ≥ `threshold` gives one candidate at its maximum; a
 //! candidate closer than `refractory` to the previous beat replaces it when it is more probable, and is dropped
-//! otherwise. The model reports a beat `delay` samples after the R peak, so beats are stamped `delay` earlier.
+//! otherwise. The model reports a beat `delay` samples after the R peak, so beats are stamped `delay` earlier; a
+//! candidate in the first `delay` outputs would put its R peak before the stream's first sample (a start-up response
+//! of the model, not a beat in the signal) and is not reported, though it still holds its refractory period.
 //! [`pick_beats`] is the batch form (training/ecg/evaluate.py does the same in Python); [`BeatPicker`] the
 //! streaming form, which emits a beat as soon as no later run can replace it (at most `refractory` after the run).
 //! [`BeatEvents`] turns a stream of probabilities into `beat` / `alarm` events; the `onnx` stage's `beats` preset and
@@ -67,10 +69,12 @@ impl BeatPicker {
     }
 
     fn emit(&self, (k, prob): Peak, out: &mut Vec<Beat>) {
-        out.push(Beat {
-            sample: k.saturating_sub(self.params.delay),
-            probability: prob,
-        });
+        if let Some(sample) = k.checked_sub(self.params.delay) {
+            out.push(Beat {
+                sample,
+                probability: prob,
+            });
+        }
     }
 
     fn close_run(&mut self, out: &mut Vec<Beat>) {
@@ -224,7 +228,7 @@ pub struct BeatsSettings {
 pub struct BeatsKeys {
     /// Probability a beat must reach (default 0.5).
     pub threshold: Option<f32>,
-    /// The model reports a beat this long after the R peak (default 36 samples, `models/ecg_beats.onnx`'s).
+    /// The model reports a beat this long after the R peak (default 72 samples, `models/ecg_beats.onnx`'s).
     pub delay: Option<Length>,
     /// No two beats closer than this (default 200 ms).
     pub refractory: Option<Length>,
@@ -269,7 +273,7 @@ impl BeatsKeys {
             params: BeatParams {
                 threshold,
                 refractory,
-                delay: self.delay.unwrap_or(Length::Samples(36)).samples(rate),
+                delay: self.delay.unwrap_or(Length::Samples(72)).samples(rate),
             },
             brady_bpm: self.brady_bpm,
             tachy_bpm: self.tachy_bpm,
@@ -387,8 +391,9 @@ mod tests {
         }
         beats
             .into_iter()
+            .filter(|&(k, _)| k as u64 >= params.delay)
             .map(|(k, pr)| Beat {
-                sample: (k as u64).saturating_sub(params.delay),
+                sample: k as u64 - params.delay,
                 probability: pr,
             })
             .collect()
@@ -404,6 +409,24 @@ mod tests {
         assert_eq!(beats[0].sample, 102 - 36);
         assert_eq!(beats[1].sample, 401 - 36);
         assert_eq!(beats[1].probability, 0.9);
+    }
+
+    #[test]
+    fn a_peak_before_the_delay_is_not_a_beat_but_holds_its_refractory_period() {
+        let mut p = vec![0.0f32; 300];
+        p[20] = 0.9; // R peak would be at -16
+        p[60] = 0.8; // within the refractory period (72) of the first and weaker: dropped
+        p[200] = 0.7;
+        let beats = pick_beats(&p, &P);
+        assert_eq!(
+            beats.iter().map(|b| b.sample).collect::<Vec<_>>(),
+            [200 - 36]
+        );
+        let mut picker = BeatPicker::new(P);
+        let mut got = Vec::new();
+        picker.push(&p, &mut got);
+        picker.finish(&mut got);
+        assert_eq!(got, beats);
     }
 
     #[test]

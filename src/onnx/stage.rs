@@ -22,7 +22,7 @@ pub enum OnnxPreset {
     Vad,
     /// A causal per-sample beat detector such as `models/ecg_beats.onnx` (input `ecg` [1, 1, context + chunk],
     /// output `beat` of the same length, no state): emits `beat` events with RR interval and heart rate, and
-    /// `alarm` events for brady-/tachycardia. `context` must be the model's receptive field − 1 (default 254,
+    /// `alarm` events for brady-/tachycardia. `context` must be the model's receptive field − 1 (default 1022,
     /// the bundled model's) so chunked output equals the whole-signal output.
     Beats,
 }
@@ -73,7 +73,7 @@ pub struct OnnxStageConfig {
     pub min_silence: Option<Length>,
     /// vad: padding added on both sides of a segment (default 30 ms).
     pub speech_pad: Option<Length>,
-    /// beats: the model reports a beat this long after the R peak (default 36 samples, the bundled model's).
+    /// beats: the model reports a beat this long after the R peak (default 72 samples, the bundled model's).
     pub delay: Option<Length>,
     /// beats: no two beats closer than this (default 200 ms).
     pub refractory: Option<Length>,
@@ -147,7 +147,7 @@ fn resolve(
     let context = cfg.context.unwrap_or(if vad {
         chunk / 8
     } else if beats {
-        254
+        1022
     } else {
         0
     });
