@@ -13,11 +13,17 @@
    - false accepts on real non-keyword speech: the pyannote sample (audio/), pocketsphinx's LibriVox excerpts,
      cards and TIDIGITS recordings — a detection counts as false unless the word is in that file's transcript;
    - false accepts on background: 30 min of synthetic white/pink/brown noise and hum at several levels.
+3. The same streaming detection on the telephone-system prompts of Debian's asterisk-core-sounds (one professional
+   speaker per language, read sentences, wideband G.722 at 16 kHz, a transcript line per file): English, Spanish,
+   French, Italian and Russian, ~2 h in all. A detection is false unless its word is in the file's transcript;
+   each English file whose transcript holds a keyword counts once towards recall on keywords in real sentences.
 Real recordings that cannot be bundled are fetched from Debian packages (see the model card for the commands).
 """
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -41,6 +47,10 @@ REFRACTORY = 1.0  # s
 HOP = 160
 PS = HERE.parent / "work/real/ps/usr/share/pocketsphinx/test/data"
 ALSA = Path("/usr/share/sounds/alsa")
+# `dpkg -x` of asterisk-core-sounds-<lang> (transcripts) and asterisk-core-sounds-<lang>-g722 (recordings)
+ASTERISK = HERE.parent / "work/real/asterisk/usr/share"
+PROMPT_VOICES = {"en": "en_US_f_Allison", "es": "es_MX_f_Allison", "fr": "fr_CA_f_June", "it": "it_IT_m_Carlo",
+                 "ru": "ru_RU_f_IvrvoiceRU"}
 TARGETS = KEYWORDS + [WAKE_WORD]
 
 
@@ -94,6 +104,30 @@ def detect(ps: np.ndarray, threshold: float) -> list[tuple[float, str, float]]:
 
 def stream_detect(sess, x: np.ndarray, threshold: float = THRESHOLD) -> list[tuple[float, str, float]]:
     return detect(stream_probs(sess, x), threshold)
+
+
+def prompts(lang: str) -> list[tuple[str, np.ndarray, set[str]]]:
+    """(name, samples at 16 kHz, transcript words) of each spoken prompt of asterisk-core-sounds-<lang>; tones
+    ("[beep]"-style transcripts) and the silence/ files are left out."""
+    import G722  # g722 (training/requirements.txt): ITU-T G.722 decoder
+
+    text_file = ASTERISK / f"doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz"
+    sounds = ASTERISK / "asterisk/sounds" / PROMPT_VOICES[lang]
+    if not text_file.is_file() or not sounds.is_dir():
+        sys.exit(f"evaluate.py: {text_file} or {sounds} missing; fetch them as models/kws.md says (apt-get download "
+                 f"asterisk-core-sounds-{lang} asterisk-core-sounds-{lang}-g722, dpkg -x into training/work/real/asterisk)")
+    out = []
+    for line in gzip.open(text_file, "rt", encoding="utf-8"):
+        name, colon, text = line.partition(":")
+        name, text = name.strip(), text.strip()
+        if not colon or name.startswith(";") or not text or text.startswith("[") or name.startswith("silence/"):
+            continue
+        path = sounds / f"{name}.g722"
+        if not path.is_file():
+            continue
+        x = np.asarray(G722.G722(RATE, 64000).decode(path.read_bytes()), dtype=np.float64) / 32768.0
+        out.append((name, x, set(re.findall(r"[^\W\d_]+", text.lower()))))
+    return out
 
 
 def held_out(sess) -> dict:
@@ -169,6 +203,12 @@ def real(sess) -> dict:
     bg_seconds += len(noise) / RATE
     bg_probs.append(("Noise.wav", stream_probs(sess, noise)))
 
+    prompt_probs, prompt_seconds = {}, {}
+    for lang in PROMPT_VOICES:
+        items = prompts(lang)
+        prompt_seconds[lang] = round(sum(len(x) for _, x, _ in items) / RATE, 1)
+        prompt_probs[lang] = [(name, words, stream_probs(sess, x)) for name, x, words in items]
+
     demo = load(ROOT / "audio/speech_with_keywords.wav")
     demo_probs = stream_probs(sess, demo)
     truth = [line.split("\t") for line in (ROOT / "audio/speech_with_keywords.tsv").read_text().splitlines()[1:]]
@@ -201,6 +241,22 @@ def real(sess) -> dict:
         for name, ps in bg_probs:
             for t, label, p in detect(ps, thr):
                 false_bg.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
+        by_lang = {}
+        for lang, v in prompt_probs.items():
+            false = []
+            for name, words, ps in v:
+                for t, label, p in detect(ps, thr):
+                    if label.replace("hey_sigflow", "sigflow") not in words:
+                        false.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
+            by_lang[lang] = {"count": len(false), "seconds": prompt_seconds[lang],
+                             "per_hour": round(len(false) / prompt_seconds[lang] * 3600, 2), "events": false}
+        prompt_false = sum(r["count"] for r in by_lang.values())
+        prompt_total = sum(prompt_seconds.values())
+        in_sentences = []
+        for name, words, ps in prompt_probs["en"]:
+            labels = {lab for _, lab, _ in detect(ps, thr)}
+            in_sentences += [{"file": name, "word": k, "detected": k in labels} for k in KEYWORDS if k in words]
+        found = sum(r["detected"] for r in in_sentences)
         hits = sum(r["detected"] for r in recall)
         by_threshold[str(thr)] = {
             "demo_speech_with_keywords": {"hits": demo_hits, "keywords": len(truth), "other_detections": demo_false},
@@ -209,6 +265,12 @@ def real(sess) -> dict:
             "false_accepts_real_speech": {"count": len(false_speech), "seconds": round(speech_seconds, 1),
                                           "per_hour": round(len(false_speech) / speech_seconds * 3600, 1),
                                           "events": false_speech},
+            "false_accepts_prompts": {"count": prompt_false, "seconds": round(prompt_total, 1),
+                                      "per_hour": round(prompt_false / prompt_total * 3600, 2),
+                                      "by_language": by_lang},
+            "recall_keywords_in_english_prompts": {"hits": found, "total": len(in_sentences),
+                                                   "recall": round(found / len(in_sentences), 3),
+                                                   "files": in_sentences},
             "false_accepts_background": {"count": len(false_bg), "seconds": round(bg_seconds, 1),
                                          "per_hour": round(len(false_bg) / bg_seconds * 3600, 2),
                                          "events": false_bg},
@@ -243,6 +305,10 @@ def main():
               f"false accepts on real speech {r['false_accepts_real_speech']['count']} in "
               f"{r['false_accepts_real_speech']['seconds']} s, on background {r['false_accepts_background']['count']} "
               f"in {r['false_accepts_background']['seconds']} s")
+        fp, ks = r["false_accepts_prompts"], r["recall_keywords_in_english_prompts"]
+        print(f"  prompts: {fp['count']} false accepts in {fp['seconds']} s ({fp['per_hour']} per hour; "
+              + ", ".join(f"{lang} {v['count']}/{v['seconds']} s" for lang, v in fp["by_language"].items())
+              + f"), keywords in English prompts found {ks['hits']}/{ks['total']}")
     print("labels:", LABELS)
     print("confusion (held-out voices, clean, rows = truth):")
     for lab, row in zip(LABELS, h["clean"]["confusion"]):
