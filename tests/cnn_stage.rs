@@ -203,6 +203,54 @@ fn detections_follow_threshold_hysteresis_and_refractory() {
 }
 
 #[test]
+fn a_label_threshold_overrides_the_stage_threshold() {
+    // Every gmp score lies in (0, 1): threshold 0 fires each label on the first window, 2.0 never.
+    let base = format!(
+        "name = \"det\"\nmodel = \"{}\"\nwindow = 256\nhop = 32\nlabels = [\"x\", \"y\", \"z\"]\n\
+         hysteresis = 2.0\nemit-scores = false",
+        model("gmp")
+    );
+    let x = noise(256 + 32 * 20);
+    let labels = |extra: &str| -> Vec<String> {
+        let mut st = build(&config(&format!("{base}\n{extra}")));
+        run(st.as_mut(), &x, 100)
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Detection { label, .. } => label.clone(),
+                other => panic!("not a detection: {other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(labels("threshold = 0.0"), ["x", "y", "z"]);
+    assert_eq!(
+        labels("threshold = 0.0\nthresholds = { y = 2.0 }"),
+        ["x", "z"]
+    );
+    assert_eq!(labels("threshold = 2.0\nthresholds = { z = 0.0 }"), ["z"]);
+    let err = |extra: &str| -> String {
+        let cf = config(&format!("{base}\n{extra}"));
+        let sigflow::config::StageConfig::Cnn(c) = &cf.config.stages[0] else {
+            unreachable!()
+        };
+        sigflow::cnn::stage::check(c, &cf, 0)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("threshold = 0.5\nthresholds = { w = 0.9 }");
+    assert!(
+        e.contains("stage[0].thresholds: `w` is not one of the labels (x, y, z)"),
+        "{e}"
+    );
+    let e = err("thresholds = { y = 0.9 }");
+    assert!(
+        e.contains("stage[0].thresholds: needs a `threshold`"),
+        "{e}"
+    );
+    let e = err("threshold = 0.5\ndetect = [\"x\"]\nthresholds = { y = 0.9 }");
+    assert!(e.contains("`y` is not in `detect`"), "{e}");
+}
+
+#[test]
 fn config_errors_point_at_the_key() {
     let cf = config(&format!(
         "name = \"ds\"\nmodel = \"{}\"\nwindow = 512\nhop = 60",

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::event::{Event, EventKind};
 use crate::stage::Stage;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -80,6 +81,9 @@ pub struct CnnStageConfig {
     /// Detection threshold on a score; no detections when absent. With `events = "beats"`: the probability a beat
     /// must reach (default 0.5).
     pub threshold: Option<f32>,
+    /// Thresholds of single labels, overriding `threshold` for them (which stays the one of the other labels), e.g.
+    /// `thresholds = { hey_sigflow = 0.9 }` for a label that ordinary talk sets off more often than the rest.
+    pub thresholds: Option<BTreeMap<String, f32>>,
     /// A detected label re-arms when its score falls below `threshold - hysteresis` (default 0.1).
     #[serde(default = "default_hysteresis")]
     pub hysteresis: f32,
@@ -319,6 +323,36 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
             ));
         }
     }
+    if let Some(per_label) = &cfg.thresholds {
+        if beats_mode {
+            return Err(cf.error_at(&at("thresholds"), "not used with `events = \"beats\"`"));
+        }
+        if cfg.threshold.is_none() {
+            return Err(cf.error_at(
+                &at("thresholds"),
+                "needs a `threshold` (the one of the labels not named here)",
+            ));
+        }
+        for (l, t) in per_label {
+            if !labels.contains(l) {
+                return Err(cf.error_at(
+                    &at("thresholds"),
+                    format!("`{l}` is not one of the labels ({})", labels.join(", ")),
+                ));
+            }
+            if cfg.detect.as_ref().is_some_and(|d| !d.contains(l)) {
+                return Err(cf.error_at(
+                    &at("thresholds"),
+                    format!("`{l}` is not in `detect`, so it raises no detections"),
+                ));
+            }
+            if !t.is_finite() {
+                return Err(
+                    cf.error_at(&at("thresholds"), format!("`{l}`: must be a finite number"))
+                );
+            }
+        }
+    }
     if !(cfg.hysteresis.is_finite() && cfg.hysteresis >= 0.0) {
         return Err(cf.error_at(&at("hysteresis"), "must be ≥ 0"));
     }
@@ -362,7 +396,8 @@ pub struct CnnStage {
     outs: Vec<Vec<f32>>,
     labels: Arc<[String]>,
     detect: Vec<bool>,
-    threshold: Option<f32>,
+    /// Detection threshold of each label (none: no detections).
+    thresholds: Option<Vec<f32>>,
     hysteresis: f32,
     refractory: u64,
     armed: Vec<bool>,
@@ -389,6 +424,17 @@ impl CnnStage {
             .iter()
             .map(|l| cfg.detect.as_ref().is_none_or(|d| d.contains(l)))
             .collect();
+        let thresholds = cfg.threshold.filter(|_| r.beats.is_none()).map(|th| {
+            r.labels
+                .iter()
+                .map(|l| {
+                    cfg.thresholds
+                        .as_ref()
+                        .and_then(|m| m.get(l).copied())
+                        .unwrap_or(th)
+                })
+                .collect()
+        });
         Ok(CnnStage {
             name: Arc::from(cfg.name.as_str()),
             rate: r.rate,
@@ -398,7 +444,7 @@ impl CnnStage {
             outs: vec![],
             labels: r.labels.into(),
             detect,
-            threshold: cfg.threshold.filter(|_| r.beats.is_none()),
+            thresholds,
             hysteresis: cfg.hysteresis,
             refractory: cfg
                 .refractory
@@ -466,11 +512,12 @@ impl CnnStage {
                 },
             ));
         }
-        if let Some(th) = self.threshold {
+        if let Some(thresholds) = &self.thresholds {
             for (i, &s) in y.iter().enumerate() {
                 if !self.detect[i] {
                     continue;
                 }
+                let th = thresholds[i];
                 if self.armed[i] && s >= th {
                     let ready = self.last_detection[i].is_none_or(|t| end >= t + self.refractory);
                     if ready {

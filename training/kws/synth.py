@@ -75,11 +75,11 @@ def trim(x: np.ndarray, floor_db: float = -40.0) -> np.ndarray:
     return x[max(0, idx[0] - 160): idx[-1] + 160]
 
 
-def run(cmd: list[str], out: str) -> np.ndarray | None:
+def run(cmd: list[str], out: str, max_seconds: float = 1.6) -> np.ndarray | None:
     try:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         x = load_16k(out)
-        return x if 0.1 * RATE < len(x) < 1.6 * RATE else None
+        return x if 0.1 * RATE < len(x) < max_seconds * RATE else None
     except Exception:
         return None
 
@@ -166,24 +166,28 @@ def piper_voice(model: str):
     return _PIPER[model]
 
 
-def synth(job, tmp: str, piper_model: str) -> np.ndarray | None:
+def synth(job, tmp: str, piper_model: str, max_seconds: float = 1.6) -> np.ndarray | None:
+    """One take of `job`, or None when the engine fails or the trimmed take lasts 0.1 s or less, or `max_seconds`
+    or more."""
     w, engine, voice, variant, speed, pitch = job
     text = tts_text(w)
     out = f"{tmp}/o.wav"
+    m = max_seconds
     if engine == "espeak":
-        return run(["espeak-ng", "-v", f"{voice}+{variant}", "-s", str(speed), "-p", str(pitch), "-w", out, text], out)
+        return run(["espeak-ng", "-v", f"{voice}+{variant}", "-s", str(speed), "-p", str(pitch), "-w", out, text],
+                   out, m)
     if engine == "mbrola":
-        return run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", out, text], out)
+        return run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", out, text], out, m)
     if engine == "pico":
         markup = f"<speed level='{speed}'><pitch level='{pitch}'>{text}</pitch></speed>"
-        return run(["pico2wave", "-l", voice, "-w", out, markup], out)
+        return run(["pico2wave", "-l", voice, "-w", out, markup], out, m)
     if engine == "flite":
-        return run(["flite", "--setf", f"duration_stretch={speed:.3f}", "-voice", voice, "-o", out, "-t", text], out)
+        return run(["flite", "--setf", f"duration_stretch={speed:.3f}", "-voice", voice, "-o", out, "-t", text], out, m)
     if engine == "festival":
         scm = f'({voice}) (Parameter.set \'Duration_Stretch {speed:.3f})'
         txt = f"{tmp}/t.txt"
         Path(txt).write_text(text + "\n")
-        return run(["text2wave", "-eval", scm, txt, "-o", out], out)
+        return run(["text2wave", "-eval", scm, txt, "-o", out], out, m)
     if engine == "piper":
         from piper import SynthesisConfig
 
@@ -194,7 +198,7 @@ def synth(job, tmp: str, piper_model: str) -> np.ndarray | None:
         x = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
         sf.write(out, x, chunks[0].sample_rate)
         y = load_16k(out)
-        return y if 0.1 * RATE < len(y) < 1.6 * RATE else None
+        return y if 0.1 * RATE < len(y) < m * RATE else None
     raise ValueError(engine)
 
 

@@ -134,6 +134,14 @@ def features(x):
     return logmel(x, RATE, n_fft=400, hop=160, n_mels=N_MELS)
 
 
+def load_running():
+    """The takes of running speech without keywords (synth_running.py: training voices only), in index order."""
+    path = WORK / "running.json"
+    if not path.is_file():
+        sys.exit(f"train.py: running=N needs {path}; make it with training/kws/synth_running.py")
+    return [np.load(WORK / "running" / r["file"]).astype(np.float64) for r in json.loads(path.read_text())]
+
+
 def load_corpus():
     index = [r for r in json.loads((WORK / "index.json").read_text()) if r["word"] not in EXCLUDED_UNKNOWN]
     clips = {}
@@ -148,9 +156,11 @@ def label_of(word):
     return LABELS.index("unknown")
 
 
-def make_epoch(rng, train, clips, unknown_n, background_n, keyword_repeat, context=0.0, clean=0.0):
+def make_epoch(rng, train, clips, unknown_n, background_n, keyword_repeat, context=0.0, clean=0.0, running=(),
+               running_n=0):
     """One augmented feature set: every keyword clip `keyword_repeat` times, `unknown_n` windows of ordinary
-    words, `background_n` windows of noise (and of keywords cut by the window edge, as `unknown`). With
+    words, `background_n` windows of noise (and of keywords cut by the window edge, as `unknown`) and `running_n`
+    windows cut at random from the takes of running speech `running` (synth_running.py), as `unknown`. With
     probability `context` a keyword window also holds a short piece of an ordinary word just before or after it,
     as in running speech (the keyword stays whole and is still the label). `clean`: see augment()."""
     xs, ys = [], []
@@ -193,6 +203,15 @@ def make_epoch(rng, train, clips, unknown_n, background_n, keyword_repeat, conte
         else:
             xs.append(features(background(rng)))
             ys.append(LABELS.index("background"))
+    for i in (rng.choice(len(running), size=running_n, replace=True) if running_n else ()):
+        c = running[i]
+        if len(c) > WINDOW:
+            at = int(rng.integers(0, len(c) - WINDOW + 1))
+            x = c[at:at + WINDOW]
+        else:
+            x = place(rng, c)
+        xs.append(features(augment(rng, x, clean)))
+        ys.append(LABELS.index("unknown"))
     return np.stack(xs).astype(np.float32), np.asarray(ys)
 
 
@@ -232,6 +251,7 @@ DEFAULTS = {
     "unknown": 8000,       # windows of ordinary words per set
     "background": 1000,    # windows of noise (3/4) and of edge-cut keywords (1/4) per set
     "keyword_repeat": 3,   # augmented copies of every keyword clip per set
+    "running": 0,          # windows of synthesised running speech without keywords per set (synth_running.py)
     "context": 0.0,        # share of keyword windows with a piece of another word beside the keyword
     "clean": 0.2,          # share of word windows without added noise (see augment)
     "channels": 96,        # convolution width
@@ -259,6 +279,8 @@ def parse_args(argv):
             sys.exit(f"train.py: {key}={value!r}: not {'a number' if key in FLOAT_OPTIONS else 'an integer'}")
     if not 0.0 <= args["context"] <= 1.0 or not 0.0 <= args["clean"] <= 1.0 or not 0.0 <= args["val"] < 0.5:
         sys.exit("train.py: context and clean must lie in [0, 1], val in [0, 0.5)")
+    if args["running"] < 0:
+        sys.exit("train.py: running must not be negative")
     if min(args["epochs"], args["sets"], args["channels"], args["workers"]) < 1:
         sys.exit("train.py: epochs, sets, channels and workers must be at least 1")
     if out is None:
@@ -281,7 +303,8 @@ def _feature_set(job):
     train, clips = _CORPUS["train"], _CORPUS["clips"]
     rng = np.random.default_rng([recipe["seed"], k])
     return make_epoch(rng, train, clips, unknown_n=recipe["unknown"], background_n=recipe["background"],
-                      keyword_repeat=recipe["keyword_repeat"], context=recipe["context"], clean=recipe["clean"])
+                      keyword_repeat=recipe["keyword_repeat"], context=recipe["context"], clean=recipe["clean"],
+                      running=_CORPUS["running"], running_n=recipe.get("running", 0))
 
 
 def feature_sets(train, clips, args, t0):
@@ -290,11 +313,16 @@ def feature_sets(train, clips, args, t0):
     import multiprocessing
 
     recipe = {k: args[k] for k in ("unknown", "background", "keyword_repeat", "context", "clean", "val", "seed")}
+    running = []
+    if args["running"]:  # only then part of the recipe, so the sets cached before the option existed still match
+        recipe["running"] = args["running"]
+        recipe["running_takes"] = hashlib.sha256((WORK / "running.json").read_bytes()).hexdigest()[:12]
+        running = load_running()
     tag = hashlib.sha256(json.dumps([recipe, sorted(r["file"] for r in train)]).encode()).hexdigest()[:12]
     paths = [WORK / f"features_{tag}_{k}.npz" for k in range(args["sets"])]
     missing = [k for k, p in enumerate(paths) if not p.exists()]
     if missing:
-        _CORPUS.update(train=train, clips=clips)
+        _CORPUS.update(train=train, clips=clips, running=running)
         with multiprocessing.get_context("fork").Pool(min(args["workers"], len(missing))) as pool:
             for k, (x, y) in zip(missing, pool.imap(_feature_set, [(k, recipe) for k in missing])):
                 np.savez(paths[k], x=x, y=y)
