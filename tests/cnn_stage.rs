@@ -49,6 +49,17 @@ fn noise(n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The error `check` gives for a cnn stage with these keys.
+fn check_error(stage: &str) -> String {
+    let cf = config(stage);
+    let sigflow::config::StageConfig::Cnn(c) = &cf.config.stages[0] else {
+        unreachable!()
+    };
+    sigflow::cnn::stage::check(c, &cf, 0)
+        .unwrap_err()
+        .to_string()
+}
+
 fn run(stage: &mut dyn sigflow::Stage, x: &[f32], block: usize) -> Vec<Event> {
     let mut ev = vec![];
     for chunk in x.chunks(block) {
@@ -203,6 +214,106 @@ fn detections_follow_threshold_hysteresis_and_refractory() {
 }
 
 #[test]
+fn smoothed_detections_equal_the_rule_applied_to_full_window_scores() {
+    // Batch twin: every window run whole, each label's mean over the latest 5 windows (fewer at the start), then
+    // threshold + refractory; the exact-mode stage fed in odd blocks must give the same detections.
+    let hops = 5;
+    let base = format!(
+        "name = \"det\"\nmodel = \"{}\"\nwindow = 256\nhop = 32\nlabels = [\"x\", \"y\", \"z\"]\nmode = \"exact\"",
+        model("gmp")
+    );
+    let x = noise(256 + 32 * 60);
+    let g = Arc::new(import::load(&fixtures().join("gmp.onnx")).unwrap());
+    let mut full = Engine::new(g.clone(), Plan::new(&g, 256, 32).unwrap(), Mode::Full);
+    let raw: Vec<Vec<f32>> = (0..=60)
+        .map(|i| full.run_window(&x[i * 32..i * 32 + 256]))
+        .collect();
+    let mean: Vec<f64> = (0..raw.len())
+        .map(|i| {
+            let from = (i + 1).saturating_sub(hops);
+            raw[from..=i].iter().map(|r| r[1] as f64).sum::<f64>() / (i + 1 - from) as f64
+        })
+        .collect();
+    let mut sorted = mean.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // The threshold sits in the widest gap between the middle half of the means, clear of rounding.
+    let n = sorted.len();
+    let m = (n / 4..3 * n / 4)
+        .max_by(|&a, &b| (sorted[a + 1] - sorted[a]).total_cmp(&(sorted[b + 1] - sorted[b])))
+        .unwrap();
+    assert!(sorted[m + 1] - sorted[m] > 1e-6, "no clear gap: {sorted:?}");
+    let th = ((sorted[m] + sorted[m + 1]) / 2.0) as f32;
+    let refractory = 96u64;
+    let (mut armed, mut last, mut want) = (true, None::<u64>, vec![]);
+    for (i, &s) in mean.iter().enumerate() {
+        let end = 256 + 32 * i as u64;
+        if armed && s >= th as f64 {
+            if last.is_none_or(|t| end >= t + refractory) {
+                want.push((end, s));
+                last = Some(end);
+                armed = false;
+            }
+        } else if !armed && s < th as f64 {
+            armed = true;
+        }
+    }
+    assert!(want.len() >= 3, "too few detections to compare: {want:?}");
+    let mut st = build(&config(&format!(
+        "{base}\nthreshold = {th:?}\nhysteresis = 0.0\nrefractory = {refractory}\nsmooth = {}\n\
+         emit-scores = false\ndetect = [\"y\"]",
+        32 * hops
+    )));
+    let got: Vec<(u64, f32)> = run(st.as_mut(), &x, 77)
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Detection { label, score } if label == "y" => (e.sample, *score),
+            other => panic!("not a detection of y: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got.iter().map(|d| d.0).collect::<Vec<_>>(),
+        want.iter().map(|d| d.0).collect::<Vec<_>>()
+    );
+    for ((_, a), (_, b)) in got.iter().zip(&want) {
+        assert!((*a as f64 - b).abs() < 1e-5, "score {a} vs {b}");
+    }
+    // The first window is averaged over itself alone: threshold 0 fires at once with its own score.
+    let mut first = build(&config(&format!(
+        "{base}\nthreshold = 0.0\nhysteresis = 2.0\nsmooth = {}\nemit-scores = false\ndetect = [\"y\"]",
+        32 * hops
+    )));
+    let ev = run(first.as_mut(), &x, 77);
+    assert_eq!(ev.len(), 1);
+    let EventKind::Detection { score, .. } = &ev[0].kind else {
+        unreachable!()
+    };
+    assert_eq!(ev[0].sample, 256);
+    assert!((score - raw[0][1]).abs() < 1e-6, "{score} vs {}", raw[0][1]);
+    // Smoothing over one hop is no smoothing; the same stage after reset repeats itself.
+    let plain = format!(
+        "{base}\nthreshold = {th:?}\nhysteresis = 0.0\nemit-scores = false\ndetect = [\"y\"]"
+    );
+    let one = format!("{plain}\nsmooth = 32");
+    let mut a = build(&config(&plain));
+    let mut b = build(&config(&one));
+    let (ea, eb) = (run(a.as_mut(), &x, 64), run(b.as_mut(), &x, 64));
+    assert_eq!(
+        ea.iter().map(|e| e.sample).collect::<Vec<_>>(),
+        eb.iter().map(|e| e.sample).collect::<Vec<_>>()
+    );
+    st.reset();
+    assert_eq!(run(st.as_mut(), &x, 77).len(), got.len());
+    let err = |extra: &str| check_error(&format!("{base}\n{extra}"));
+    let e = err("threshold = 0.5\nsmooth = 16");
+    assert!(
+        e.contains("stage[0].smooth: must span 1 to 10000 hops of 32 samples (it spans 0.50)"),
+        "{e}"
+    );
+    let e = err("smooth = 64");
+    assert!(e.contains("stage[0].smooth: needs a `threshold`"), "{e}");
+}
+
+#[test]
 fn a_label_threshold_overrides_the_stage_threshold() {
     // Every gmp score lies in (0, 1): threshold 0 fires each label on the first window, 2.0 never.
     let base = format!(
@@ -227,15 +338,7 @@ fn a_label_threshold_overrides_the_stage_threshold() {
         ["x", "z"]
     );
     assert_eq!(labels("threshold = 2.0\nthresholds = { z = 0.0 }"), ["z"]);
-    let err = |extra: &str| -> String {
-        let cf = config(&format!("{base}\n{extra}"));
-        let sigflow::config::StageConfig::Cnn(c) = &cf.config.stages[0] else {
-            unreachable!()
-        };
-        sigflow::cnn::stage::check(c, &cf, 0)
-            .unwrap_err()
-            .to_string()
-    };
+    let err = |extra: &str| check_error(&format!("{base}\n{extra}"));
     let e = err("threshold = 0.5\nthresholds = { w = 0.9 }");
     assert!(
         e.contains("stage[0].thresholds: `w` is not one of the labels (x, y, z)"),

@@ -84,6 +84,10 @@ pub struct CnnStageConfig {
     /// Thresholds of single labels, overriding `threshold` for them (which stays the one of the other labels), e.g.
     /// `thresholds = { hey_sigflow = 0.9 }` for a label that ordinary talk sets off more often than the rest.
     pub thresholds: Option<BTreeMap<String, f32>>,
+    /// Detect on each label's mean score over this span of the latest hops (a duration or samples, at least one
+    /// hop; default: the latest hop alone). A real keyword holds its score while it stays in the window, where a
+    /// chance match in ordinary talk often lasts a few hops; the mean waits for it.
+    pub smooth: Option<Length>,
     /// A detected label re-arms when its score falls below `threshold - hysteresis` (default 0.1).
     #[serde(default = "default_hysteresis")]
     pub hysteresis: f32,
@@ -126,6 +130,8 @@ struct Resolved {
     frame_samples: u64,
     labels: Vec<String>,
     beats: Option<BeatsSettings>,
+    /// Hops the detection score is averaged over (1: none).
+    smooth_hops: usize,
 }
 
 fn key_path(index: usize) -> impl Fn(&str) -> Vec<Key> {
@@ -356,6 +362,25 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
     if !(cfg.hysteresis.is_finite() && cfg.hysteresis >= 0.0) {
         return Err(cf.error_at(&at("hysteresis"), "must be ≥ 0"));
     }
+    let smooth_hops = match cfg.smooth {
+        None => 1,
+        Some(_) if beats_mode => {
+            return Err(cf.error_at(&at("smooth"), "not used with `events = \"beats\"`"));
+        }
+        Some(_) if cfg.threshold.is_none() => {
+            return Err(cf.error_at(&at("smooth"), "needs a `threshold` (it smooths detections)"));
+        }
+        Some(len) => {
+            let n = len.samples(rate) as f64 / hop_samples as f64;
+            if !(1.0..=10_000.0).contains(&n) {
+                return Err(cf.error_at(
+                    &at("smooth"),
+                    format!("must span 1 to 10000 hops of {hop_samples} samples (it spans {n:.2})"),
+                ));
+            }
+            n.round() as usize
+        }
+    };
     Ok(Resolved {
         rate,
         graph,
@@ -366,6 +391,7 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
         frame_samples,
         labels,
         beats,
+        smooth_hops,
     })
 }
 
@@ -400,6 +426,12 @@ pub struct CnnStage {
     thresholds: Option<Vec<f32>>,
     hysteresis: f32,
     refractory: u64,
+    /// Hops averaged for detection, and the latest scores of those hops (ring, `smooth_hops` × labels).
+    smooth_hops: usize,
+    recent: Vec<f32>,
+    /// Windows seen since the start (or reset).
+    seen: u64,
+    smoothed: Vec<f32>,
     armed: Vec<bool>,
     last_detection: Vec<Option<u64>>,
     emit_scores: bool,
@@ -450,6 +482,17 @@ impl CnnStage {
                 .refractory
                 .unwrap_or_else(default_refractory)
                 .samples(r.rate),
+            smooth_hops: r.smooth_hops,
+            recent: vec![
+                0.0;
+                if r.smooth_hops > 1 {
+                    r.smooth_hops * n
+                } else {
+                    0
+                }
+            ],
+            seen: 0,
+            smoothed: vec![0.0; n],
             armed: vec![true; n],
             last_detection: vec![None; n],
             emit_scores: cfg.emit_scores.unwrap_or(r.beats.is_none()),
@@ -513,7 +556,14 @@ impl CnnStage {
             ));
         }
         if let Some(thresholds) = &self.thresholds {
-            for (i, &s) in y.iter().enumerate() {
+            let scores = smoothed_scores(
+                y,
+                self.smooth_hops,
+                &mut self.recent,
+                &mut self.seen,
+                &mut self.smoothed,
+            );
+            for (i, &s) in scores.iter().enumerate() {
                 if !self.detect[i] {
                     continue;
                 }
@@ -580,5 +630,36 @@ impl Stage for CnnStage {
         }
         self.armed.iter_mut().for_each(|a| *a = true);
         self.last_detection.iter_mut().for_each(|t| *t = None);
+        self.seen = 0;
     }
+}
+
+/// The scores detection looks at: `y` itself for `hops` = 1, else each label's mean over the latest `hops` windows
+/// (over all windows so far while there are fewer), summed oldest first. `recent` is the ring of the latest scores
+/// (`hops` × labels) and `seen` the number of windows so far; both are updated.
+fn smoothed_scores<'a>(
+    y: &'a [f32],
+    hops: usize,
+    recent: &mut [f32],
+    seen: &mut u64,
+    smoothed: &'a mut [f32],
+) -> &'a [f32] {
+    if hops <= 1 {
+        return y;
+    }
+    let n = y.len();
+    let slot = (*seen % hops as u64) as usize;
+    recent[slot * n..(slot + 1) * n].copy_from_slice(y);
+    *seen += 1;
+    let count = (*seen).min(hops as u64) as usize;
+    let first = (slot + hops + 1 - count) % hops;
+    smoothed.iter_mut().for_each(|v| *v = 0.0);
+    for k in 0..count {
+        let row = &recent[((first + k) % hops) * n..][..n];
+        for (v, &r) in smoothed.iter_mut().zip(row) {
+            *v += r;
+        }
+    }
+    smoothed.iter_mut().for_each(|v| *v /= count as f32);
+    smoothed
 }

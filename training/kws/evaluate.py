@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Evaluate models/kws.onnx; prints the numbers of models/kws.md and writes training/kws/metrics.json.
 
-    training/work/venv/bin/python training/kws/evaluate.py [model=PATH] [out=PATH] [workers=N]
+    training/work/venv/bin/python training/kws/evaluate.py [model=PATH] [out=PATH] [workers=N] [traces=PATH]
 
 1. Held-out synthesised voices (synth.HELD_OUT: voices and espeak variants never trained on), each clip centred in
    a 1 s window, clean and with noise at 10-30 dB SNR: accuracy and confusion matrix.
-2. Streaming detection on real recordings, exactly as the `cnn` stage runs the model: log-mel over the last 1 s,
-   hop 10 ms; a detection when a keyword's probability reaches THRESHOLD, then REFRACTORY before the same label can
-   fire again.
+2. Streaming detection on real recordings, exactly as the `cnn` stage runs the model and configs/default.toml
+   sets it up: log-mel over the last 1 s, hop 10 ms; a detection when a keyword's probability, averaged over the
+   latest SMOOTH hops, reaches the threshold, then REFRACTORY before the same label can fire again and a fall below
+   the threshold minus HYSTERESIS to re-arm it (detect()); tables by threshold, and SETTINGS compared at
+   THRESHOLD (no smoothing, a higher wake-word threshold).
    - recall on real keywords: alsa-utils' "Front/Rear/Side Left/Right" (left, right) and pocketsphinx's
      goforward.raw ("go forward ten meters": go);
    - false accepts on real non-keyword speech: the pyannote sample (audio/), pocketsphinx's LibriVox excerpts,
@@ -22,6 +24,7 @@ Real recordings that cannot be bundled are fetched from Debian packages (see the
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import sys
@@ -42,8 +45,12 @@ import synth  # noqa: E402
 import train  # noqa: E402
 
 RATE = 16000
-THRESHOLD = 0.8
+THRESHOLD = 0.7
 REFRACTORY = 1.0  # s
+HYSTERESIS = 0.1
+SMOOTH = 10  # hops: configs/default.toml's smooth = "100ms"
+# (smooth hops, wake-word threshold) of the settings compared at THRESHOLD
+SETTINGS = ((1, None), (SMOOTH, None), (1, 0.9), (SMOOTH, 0.9), (20, 0.9))
 HOP = 160
 PS = HERE.parent / "work/real/ps/usr/share/pocketsphinx/test/data"
 ALSA = Path("/usr/share/sounds/alsa")
@@ -88,18 +95,38 @@ def stream_probs(sess, x: np.ndarray) -> np.ndarray:
     return np.stack([probs(sess, feats[:, i:i + w]) for i in range(0, feats.shape[1] - w + 1)])
 
 
-def detect(ps: np.ndarray, threshold: float) -> list[tuple[float, str, float]]:
-    """Detections (time s, label, probability): a keyword's probability reaches `threshold`, then the same label
-    is silent for REFRACTORY."""
+def smoothed(ps: np.ndarray, hops: int) -> np.ndarray:
+    """Each label's mean over the latest `hops` windows (over all so far while there are fewer), as the `cnn`
+    stage's `smooth` computes it."""
+    if hops <= 1:
+        return ps
+    c = np.cumsum(np.vstack([np.zeros((1, ps.shape[1])), ps.astype(np.float64)]), axis=0)
+    i = np.arange(1, len(ps) + 1)
+    lo = np.maximum(i - hops, 0)
+    return (c[i] - c[lo]) / (i - lo)[:, None]
+
+
+def detect(ps: np.ndarray, threshold: float, smooth: int = SMOOTH,
+           wake: float | None = None) -> list[tuple[float, str, float]]:
+    """Detections (time s, label, score) by the `cnn` stage's rule: a keyword's score (its probability, averaged
+    over `smooth` hops) reaches its threshold (`wake` for the wake word when given, else `threshold`) while the
+    label is armed and REFRACTORY has passed since its last detection; the label re-arms when its score falls
+    below the threshold minus HYSTERESIS."""
+    s = smoothed(ps, smooth)
     out = []
-    last: dict[str, float] = {}
-    for i, p in enumerate(ps):
-        t = (i * HOP + RATE) / RATE - 0.5
-        for k in range(2, len(LABELS)):
-            if p[k] >= threshold and t - last.get(LABELS[k], -1e9) >= REFRACTORY:
-                last[LABELS[k]] = t
-                out.append((round(t, 2), LABELS[k], float(p[k])))
-    return out
+    for k in range(2, len(LABELS)):
+        th = wake if wake is not None and LABELS[k] == WAKE_WORD else threshold
+        armed, last = True, -1e9
+        col = s[:, k]
+        for i in np.nonzero((col >= th) | (col < th - HYSTERESIS))[0]:
+            t = (i * HOP + RATE) / RATE - 0.5
+            if armed and col[i] >= th:
+                if t - last >= REFRACTORY:
+                    out.append((round(t, 2), LABELS[k], float(col[i])))
+                    last, armed = t, False
+            elif not armed and col[i] < th - HYSTERESIS:
+                armed = True
+    return sorted(out)
 
 
 _JOB: dict = {}
@@ -111,23 +138,29 @@ def _job_probs(i: int) -> np.ndarray:
     return stream_probs(_JOB["sess"], _JOB["arrays"][i])
 
 
-def many_probs(model: Path, arrays: list[np.ndarray], workers: int) -> list[np.ndarray]:
+# Probability traces by recording name (option traces=PATH, an .npz written by an earlier run of the same model):
+# taken from there when present, else computed.
+TRACES: dict[str, np.ndarray] = {}
+
+
+def many_probs(model: Path, arrays: list[np.ndarray], workers: int, names: list[str]) -> list[np.ndarray]:
     """stream_probs() of every array, in `workers` processes (each its own one-thread session: the same numbers as
-    one process gives)."""
+    one process gives); traces already in TRACES (under the same name, of the same length) are not computed again."""
     import multiprocessing
 
+    todo = [i for i in range(len(arrays)) if names[i] not in TRACES]
     _JOB.clear()
     _JOB.update(model=model, arrays=arrays)
     if workers == 1:
-        return [_job_probs(i) for i in range(len(arrays))]
-    # longest first, so the pool's last task is a short one
-    order = sorted(range(len(arrays)), key=lambda i: -len(arrays[i]))
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        done = pool.map(_job_probs, order, chunksize=1)
-    out: list = [None] * len(arrays)
-    for i, p in zip(order, done):
-        out[i] = p
-    return out
+        done = [_job_probs(i) for i in todo]
+    else:
+        # longest first, so the pool's last task is a short one
+        todo.sort(key=lambda i: -len(arrays[i]))
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            done = pool.map(_job_probs, todo, chunksize=1)
+    for i, p in zip(todo, done):
+        TRACES[names[i]] = p
+    return [TRACES[n] for n in names]
 
 
 def stream_detect(sess, x: np.ndarray, threshold: float = THRESHOLD) -> list[tuple[float, str, float]]:
@@ -198,11 +231,12 @@ def held_out(sess) -> dict:
     return res
 
 
-def real(model: Path, workers: int) -> dict:
+def real_traces(model: Path, workers: int) -> dict:
+    """Probability traces of every real recording, with what the scoring needs to know of each."""
     pos = [(ALSA / f"{a}_{b}.wav", b.lower()) for a in ("Front", "Rear", "Side") for b in ("Left", "Right")]
     pos.append((PS / "goforward.raw", "go"))
-    pos_probs = [(path, word, p) for (path, word), p in
-                 zip(pos, many_probs(model, [load(path) for path, _ in pos], workers))]
+    pos_x = many_probs(model, [load(path) for path, _ in pos], workers, [f"pos/{path.name}" for path, _ in pos])
+    pos_probs = [(path, word, p) for (path, word), p in zip(pos, pos_x)]
     # real speech without (or with transcribed) keywords
     speech = [(ROOT / "audio/pyannote_sample.wav", (ROOT / "audio/pyannote_sample.stm").read_text())]
     for f in sorted((PS / "librivox").glob("*.wav")):
@@ -214,7 +248,8 @@ def real(model: Path, workers: int) -> dict:
     speech_x = [load(path) for path, _ in speech]
     speech_seconds = sum(len(x) for x in speech_x) / RATE
     speech_probs = []
-    for (path, transcript), p in zip(speech, many_probs(model, speech_x, workers)):
+    for (path, transcript), p in zip(speech, many_probs(model, speech_x, workers,
+                                                       [f"speech/{p.name}" for p, _ in speech])):
         words = set(transcript.lower().replace("?", " ").replace(".", " ").replace(",", " ").split())
         speech_probs.append((path.name, words, p))
     rng = np.random.default_rng(11)
@@ -227,25 +262,35 @@ def real(model: Path, workers: int) -> dict:
         bg.append((f"noise{k}", x))
     bg.append(("Noise.wav", load(ALSA / "Noise.wav")))
     bg_seconds = sum(len(x) for _, x in bg) / RATE
-    bg_probs = list(zip([name for name, _ in bg], many_probs(model, [x for _, x in bg], workers)))
+    bg_probs = list(zip([name for name, _ in bg], many_probs(model, [x for _, x in bg], workers,
+                                                                  [f"bg/{n}" for n, _ in bg])))
     del bg
 
     prompt_probs, prompt_seconds = {}, {}
     for lang in PROMPT_VOICES:
         items = prompts(lang)
         prompt_seconds[lang] = round(sum(len(x) for _, x, _ in items) / RATE, 1)
-        ps = many_probs(model, [x for _, x, _ in items], workers)
+        ps = many_probs(model, [x for _, x, _ in items], workers, [f"{lang}/{n}" for n, _, _ in items])
         prompt_probs[lang] = [(name, words, p) for (name, _, words), p in zip(items, ps)]
         del items
 
-    demo_probs = many_probs(model, [load(ROOT / "audio/speech_with_keywords.wav")], 1)[0]
+    demo_probs = many_probs(model, [load(ROOT / "audio/speech_with_keywords.wav")], 1, ["demo"])[0]
     truth = [line.split("\t") for line in (ROOT / "audio/speech_with_keywords.tsv").read_text().splitlines()[1:]]
     truth = [(float(a), float(b), lab) for a, b, lab in truth]
+    return {"pos": pos_probs, "speech": speech_probs, "speech_seconds": speech_seconds, "bg": bg_probs,
+            "bg_seconds": bg_seconds, "prompts": prompt_probs, "prompt_seconds": prompt_seconds, "demo": demo_probs,
+            "truth": truth}
 
-    by_threshold = {}
-    for thr in (0.6, 0.7, 0.8, 0.9, 0.95):
+
+def real(model: Path, workers: int) -> dict:
+    d = real_traces(model, workers)
+    pos_probs, speech_probs, speech_seconds = d["pos"], d["speech"], d["speech_seconds"]
+    bg_probs, bg_seconds, prompt_probs, prompt_seconds = d["bg"], d["bg_seconds"], d["prompts"], d["prompt_seconds"]
+    demo_probs, truth = d["demo"], d["truth"]
+
+    def score(thr: float, smooth: int, wake: float | None) -> dict:
         # the bundled demo: a keyword counts when detected between its start and 1 s after its end
-        det = detect(demo_probs, thr)
+        det = detect(demo_probs, thr, smooth, wake)
         used = set()
         demo_hits = 0
         for a, b, lab in truth:
@@ -257,23 +302,23 @@ def real(model: Path, workers: int) -> dict:
         demo_false = [d for j, d in enumerate(det) if j not in used]
         recall = []
         for path, word, ps in pos_probs:
-            det = detect(ps, thr)
+            det = detect(ps, thr, smooth, wake)
             recall.append({"file": path.name, "word": word, "detected": any(lab == word for _, lab, _ in det),
                            "detections": det})
         false_speech = []
         for name, words, ps in speech_probs:
-            for t, label, p in detect(ps, thr):
+            for t, label, p in detect(ps, thr, smooth, wake):
                 if label.replace("hey_sigflow", "sigflow") not in words:
                     false_speech.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
         false_bg = []
         for name, ps in bg_probs:
-            for t, label, p in detect(ps, thr):
+            for t, label, p in detect(ps, thr, smooth, wake):
                 false_bg.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
         by_lang = {}
         for lang, v in prompt_probs.items():
             false = []
             for name, words, ps in v:
-                for t, label, p in detect(ps, thr):
+                for t, label, p in detect(ps, thr, smooth, wake):
                     if label.replace("hey_sigflow", "sigflow") not in words:
                         false.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
             by_lang[lang] = {"count": len(false), "seconds": prompt_seconds[lang],
@@ -282,11 +327,11 @@ def real(model: Path, workers: int) -> dict:
         prompt_total = sum(prompt_seconds.values())
         in_sentences = []
         for name, words, ps in prompt_probs["en"]:
-            labels = {lab for _, lab, _ in detect(ps, thr)}
+            labels = {lab for _, lab, _ in detect(ps, thr, smooth, wake)}
             in_sentences += [{"file": name, "word": k, "detected": k in labels} for k in KEYWORDS if k in words]
         found = sum(r["detected"] for r in in_sentences)
         hits = sum(r["detected"] for r in recall)
-        by_threshold[str(thr)] = {
+        return {
             "demo_speech_with_keywords": {"hits": demo_hits, "keywords": len(truth), "other_detections": demo_false},
             "recall_real": {"hits": hits, "total": len(recall), "recall": round(hits / len(recall), 3),
                             "files": recall},
@@ -303,13 +348,32 @@ def real(model: Path, workers: int) -> dict:
                                          "per_hour": round(len(false_bg) / bg_seconds * 3600, 2),
                                          "events": false_bg},
         }
-    return {"by_threshold": by_threshold, "refractory_s": REFRACTORY}
+    by_threshold = {str(thr): score(thr, SMOOTH, None) for thr in (0.6, 0.7, 0.8, 0.9, 0.95)}
+    settings = {}
+    for smooth, wake in SETTINGS:
+        r = score(THRESHOLD, smooth, wake)
+        settings[f"smooth={smooth} wake={wake or THRESHOLD}"] = {
+            "threshold": THRESHOLD, "smooth_hops": smooth, "wake_threshold": wake or THRESHOLD,
+            "demo_hits": r["demo_speech_with_keywords"]["hits"],
+            "demo_other": len(r["demo_speech_with_keywords"]["other_detections"]),
+            "recall_real": r["recall_real"]["hits"], "false_accepts_real_speech": r["false_accepts_real_speech"]["count"],
+            "false_accepts_background": r["false_accepts_background"]["count"],
+            "false_accepts_prompts": r["false_accepts_prompts"]["count"],
+            "false_accepts_prompts_wake_word": sum(e["label"] == WAKE_WORD for v in
+                                                   r["false_accepts_prompts"]["by_language"].values()
+                                                   for e in v["events"]),
+            "false_accepts_prompts_per_hour": r["false_accepts_prompts"]["per_hour"],
+        }
+    return {"by_threshold": by_threshold, "settings": settings, "smooth_hops": SMOOTH, "hysteresis": HYSTERESIS,
+            "refractory_s": REFRACTORY}
 
 
 def main():
     """Options (for candidates; the defaults reproduce the model card): model=PATH (default models/kws.onnx),
     out=PATH (default training/kws/metrics.json), workers=N (processes for the streaming runs, default 2; the
-    numbers do not depend on it)."""
+    numbers do not depend on it), traces=PATH (an .npz of every real recording's probability trace: written after
+    the run, and read at the start when it exists, so that a second run with other detection settings skips the
+    model runs)."""
     args = {}
     workers = 2
     for a in sys.argv[1:]:
@@ -317,14 +381,25 @@ def main():
         if key == "workers" and eq and value.isdigit() and int(value) >= 1:
             workers = int(value)
             continue
-        if not eq or key not in ("model", "out"):
-            sys.exit(f"evaluate.py: bad argument {a!r}; usage: evaluate.py [model=PATH] [out=PATH] [workers=N]")
+        if not eq or key not in ("model", "out", "traces"):
+            sys.exit(f"evaluate.py: bad argument {a!r}; usage: evaluate.py [model=PATH] [out=PATH] [workers=N] "
+                     "[traces=PATH]")
         args[key] = Path(value)
     model = args.get("model", ROOT / "models/kws.onnx")
     if not model.is_file():
         sys.exit(f"evaluate.py: model {model}: no such file")
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    traces = args.get("traces")
+    if traces is not None and traces.is_file():
+        with np.load(traces) as z:
+            if str(z["model_sha256"]) != digest:
+                sys.exit(f"evaluate.py: {traces} holds the traces of another model (sha256 {z['model_sha256']}, "
+                         f"not {digest}); remove it or name another file")
+            TRACES.update({k: z[k] for k in z.files if k != "model_sha256"})
     sess = session(model)
     out = {"held_out_voices": held_out(sess), "real_recordings": real(model, workers)}
+    if traces is not None:
+        np.savez(traces, model_sha256=np.array(digest), **TRACES)
     if "model" in args:
         out["model"] = str(model)
     args.get("out", HERE / "metrics.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -342,6 +417,10 @@ def main():
         print(f"  prompts: {fp['count']} false accepts in {fp['seconds']} s ({fp['per_hour']} per hour; "
               + ", ".join(f"{lang} {v['count']}/{v['seconds']} s" for lang, v in fp["by_language"].items())
               + f"), keywords in English prompts found {ks['hits']}/{ks['total']}")
+    for name, r in out["real_recordings"]["settings"].items():
+        print(f"threshold {r['threshold']} {name}: demo {r['demo_hits']}/6 (+{r['demo_other']}), real recall "
+              f"{r['recall_real']}/7, prompts {r['false_accepts_prompts']} false accepts "
+              f"({r['false_accepts_prompts_wake_word']} the wake word, {r['false_accepts_prompts_per_hour']} per hour)")
     print("labels:", LABELS)
     print("confusion (held-out voices, clean, rows = truth):")
     for lab, row in zip(LABELS, h["clean"]["confusion"]):
