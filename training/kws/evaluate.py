@@ -50,7 +50,7 @@ REFRACTORY = 1.0  # s
 HYSTERESIS = 0.1
 SMOOTH = 10  # hops: configs/default.toml's smooth = "100ms"
 # (smooth hops, wake-word threshold) of the settings compared at THRESHOLD
-SETTINGS = ((1, None), (SMOOTH, None), (1, 0.9), (SMOOTH, 0.9), (20, 0.9))
+SETTINGS = ((1, None), (SMOOTH, None), (1, 0.8), (1, 0.9), (1, 0.95), (SMOOTH, 0.9), (20, 0.9))
 HOP = 160
 PS = HERE.parent / "work/real/ps/usr/share/pocketsphinx/test/data"
 ALSA = Path("/usr/share/sounds/alsa")
@@ -161,10 +161,6 @@ def many_probs(model: Path, arrays: list[np.ndarray], workers: int, names: list[
     for i, p in zip(todo, done):
         TRACES[names[i]] = p
     return [TRACES[n] for n in names]
-
-
-def stream_detect(sess, x: np.ndarray, threshold: float = THRESHOLD) -> list[tuple[float, str, float]]:
-    return detect(stream_probs(sess, x), threshold)
 
 
 def prompts(lang: str) -> list[tuple[str, np.ndarray, set[str]]]:
