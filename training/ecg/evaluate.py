@@ -20,13 +20,25 @@ An optional T-wave guard (guard=, see pick_beats and main) is for experiments; i
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-import soundfile as sf
+# The simulated records must be the same on every x86-64 machine. neurokit2's ECGSYN integrates an ODE whose
+# output over 60 s drifts visibly (tens of microvolts, R peaks moved) with the last-bit rounding of OpenBLAS's
+# CPU-specific dot kernels, and numpy's SIMD sin/exp round differently with AVX2 and AVX-512. Both are pinned to
+# code paths every x86-64 machine runs alike; this has to happen before numpy (and its OpenBLAS) is loaded.
+# metrics.json records a sha256 of each set's signals and labels, so a rerun shows at once whether it saw the same
+# records.
+PORTABLE_ENV = {"OPENBLAS_CORETYPE": "Prescott", "OPENBLAS_NUM_THREADS": "1",
+                "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}
+os.environ.update(PORTABLE_ENV)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import soundfile as sf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ecgsim  # noqa: E402
@@ -138,18 +150,21 @@ def simulated(sess, sim: int = 2, pick=pick_beats, detect=None, seed: int = SEED
     buckets = {"all": np.zeros(3, dtype=int), "low": np.zeros(3, dtype=int), "medium": np.zeros(3, dtype=int),
                "high": np.zeros(3, dtype=int)}
     edge = ecgsim.RATE  # ignore the first and last second (start-up of the causal model, cut beats at the end)
+    digest = hashlib.sha256()
     for _ in range(40):
         x, p = ecgsim.clean_record(rng, 60, version=min(sim, 2))
         x, p = ecgsim.add_pvcs(rng, x, p, version=sim)
         level = float(rng.uniform(0, 1))
         y = ecgsim.distort(rng, x, level=level)
+        digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(p, dtype=np.int64).tobytes())
         det = pick(probabilities(sess, y)) if detect is None else detect(y)
         keep_r = p[(p >= edge) & (p < len(x) - edge)]
         keep_d = det[(det >= edge) & (det < len(x) - edge)]
         m = np.asarray(match(keep_r, keep_d))
         buckets["all"] += m
         buckets["low" if level < 0.3 else "medium" if level < 0.6 else "high"] += m
-    return {k: scores(*v) for k, v in buckets.items()}
+    return {**{k: scores(*v) for k, v in buckets.items()}, "records_sha256": digest.hexdigest()}
 
 
 def neurokit_detector(method: str):
