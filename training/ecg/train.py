@@ -49,7 +49,7 @@ T_REGION = (0.10, 0.45)  # s after an R peak counted as its T-wave region (stops
 RECORDS = 300  # simulated clean records of 60 s in the training bank
 STEPS = 4200  # optimiser steps of BATCH windows
 OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "t_share",
-           "delay", "levels", "window", "pvcs", "out")
+           "delay", "levels", "window", "pvcs", "seed", "out")
 
 
 class CausalConv(nn.Module):
@@ -151,7 +151,6 @@ def export(model: BeatNet, path: Path) -> None:
 
 
 def main() -> None:
-    torch.manual_seed(0)
     torch.set_num_threads(1)  # the machine is shared; more threads only contend
     rng = np.random.default_rng(0)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -204,20 +203,27 @@ def main() -> None:
     if T_WEIGHT <= 0:
         sys.exit(f"train.py: t_weight={T_WEIGHT}: must be > 0")
     records = int(args.get("records", RECORDS))
+    # seed= redraws the initial weights and the training windows with their T-wave reshaping; the simulated
+    # records stay those of seed 0 (so the cache is shared), and seed 0, the default, is the bundled model's run
+    seed = int(args.get("seed", 0))
+    if seed < 0:
+        sys.exit(f"train.py: seed={seed}: must be >= 0")
+    torch.manual_seed(seed)
     # the simulator version of the clean records names the cache: versions 3 (PVCs) and 4 (PVCs, and T waves
     # reshaped per window, after the cache) change augmentation only, so their clean records are v2's
     cache = WORK / f"bank_v{ecgsim.CLEAN_VERSION[SIM]}_{records}.npz"
     if cache.exists():  # the simulated records depend only on the seed: reuse them between runs
         z = np.load(cache, allow_pickle=True)
         bank = list(zip(z["x"], z["p"]))
-        rng = np.random.default_rng(int(z["state"]))
+        rng = np.random.default_rng(int(z["state"]) if seed == 0 else [int(z["state"]), seed])
     else:
         bank = make_bank(rng, records=records, seconds=60)
         np.savez(cache, x=np.array([b[0] for b in bank], dtype=object), p=np.array([b[1] for b in bank], dtype=object),
                  state=np.int64(1))
-        rng = np.random.default_rng(1)
+        rng = np.random.default_rng(1 if seed == 0 else [1, seed])
     print(f"simulated {len(bank)} clean records in {time.time() - t0:.0f} s", flush=True)
-    t_rng = np.random.default_rng(T_SEED) if SIM >= 4 else None  # v4's own generator; draws nothing for sim 1-3
+    # v4's own generator; draws nothing for sim 1-3
+    t_rng = np.random.default_rng(T_SEED if seed == 0 else [T_SEED, seed]) if SIM >= 4 else None
     model = BeatNet(CHANNELS, MIX)
     print(f"channels {CHANNELS}, pointwise mix {MIX}, receptive field {RECEPTIVE_FIELD}, delay {DELAY}, "
           f"window {WINDOW}, PVCs {({None: f'v{SIM}', 0: 'v2/v3'}).get(PVCS, f'v{PVCS}')}, high-noise share "
@@ -246,7 +252,7 @@ def main() -> None:
     export(model, out)
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
             "dilations": list(DILATIONS), "window": WINDOW, "steps": steps, "batch": BATCH, "records": records, "high_noise_share": HIGH_NOISE_SHARE,
-            "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS, "t_weight": T_WEIGHT, **({"t_share": T_SHARE} if SIM >= 4 else {}), "parameters": sum(p.numel() for p in model.parameters()),
+            "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS, "t_weight": T_WEIGHT, "seed": seed, **({"t_share": T_SHARE} if SIM >= 4 else {}), "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
     print(f"exported {out} ({out.stat().st_size} bytes) after {time.time() - t0:.0f} s")
