@@ -193,13 +193,16 @@ def reshape_t_waves(rng: np.random.Generator, x: np.ndarray, peaks: np.ndarray, 
     return x
 
 
-def distort(rng: np.random.Generator, x: np.ndarray, level: float | None = None) -> np.ndarray:
+def distort(rng: np.random.Generator, x: np.ndarray, level: float | None = None,
+            log_gain: tuple[float, float] | None = None) -> np.ndarray:
     """Gain, polarity, offset, baseline wander, muscle noise, hum and motion artefacts. `level` in [0, 1] scales
-    the noise (random when None)."""
+    the noise (random when None). The gain is uniform in [0.3, 3] (the evaluation's records), or log-uniform in
+    `log_gain` = (low, high) when given (one draw either way, so the later draws keep their place)."""
     n = len(x)
     t = np.arange(n) / RATE
     lvl = rng.uniform(0, 1) if level is None else level
-    y = x * rng.uniform(0.3, 3.0) * (-1.0 if rng.random() < 0.15 else 1.0)
+    gain = rng.uniform(0.3, 3.0) if log_gain is None else float(np.exp(rng.uniform(*np.log(log_gain))))
+    y = x * gain * (-1.0 if rng.random() < 0.15 else 1.0)
     y = y + rng.uniform(-1.5, 1.5)
     for _ in range(rng.integers(1, 4)):
         y = y + lvl * rng.uniform(0, 0.6) * np.sin(2 * np.pi * rng.uniform(0.05, 0.6) * t + rng.uniform(0, 6.3))

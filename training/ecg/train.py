@@ -44,12 +44,13 @@ SIM = 4  # simulator version of the training records (see ecgsim.py)
 T_SHARE = 0.5  # sim=4: share of the windows whose T waves ecgsim.reshape_t_waves replaces (208-like T waves)
 T_SEED = 4  # sim=4: seed of reshape_t_waves' own generator (the other draws stay those of sim=3)
 T_WEIGHT = 4.0  # loss weight of label-0 samples in each beat's T-wave region (1: plain loss)
+LOG_GAIN = None  # gain of the training windows: None as the evaluation draws it (uniform 0.3-3), or (low, high)
 PVCS = 0  # PVC drawing of the training windows: None (as the simulator version SIM), 2, 3, or 0 (each window v2 or v3)
 T_REGION = (0.10, 0.45)  # s after an R peak counted as its T-wave region (stops 60 ms before the next R peak)
 RECORDS = 300  # simulated clean records of 60 s in the training bank
 STEPS = 4200  # optimiser steps of BATCH windows
 OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "t_share",
-           "delay", "levels", "window", "pvcs", "seed", "out")
+           "delay", "levels", "window", "pvcs", "seed", "gain", "out")
 
 
 class CausalConv(nn.Module):
@@ -119,7 +120,7 @@ def sample_batch(rng, bank, batch: int, t_rng=None):
         level = None
         if HIGH_NOISE_SHARE > 0 and rng.random() < HIGH_NOISE_SHARE:
             level = float(rng.uniform(0.5, 1.0))
-        xs.append(ecgsim.distort(rng, seg, level=level))
+        xs.append(ecgsim.distort(rng, seg, level=level, log_gain=LOG_GAIN))
         ys.append(ecgsim.target(pk, WINDOW, DELAY, HALF_WIDTH))
         ws.append(t_wave_weight(pk, ys[-1]))
     return (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None]),
@@ -163,13 +164,21 @@ def main() -> None:
         args[key] = value
     for key, value in args.items():
         number = float if key in ("high_noise_share", "pvc_windows", "t_weight", "t_share") else int
-        if key != "out":
+        if key not in ("out", "gain"):
             try:
                 number(value)
             except ValueError:
                 sys.exit(f"train.py: {key}={value!r}: not {'a number' if number is float else 'an integer'}")
     global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM, T_WEIGHT, T_SHARE  # overridable for experiments
-    global DELAY, DILATIONS, RECEPTIVE_FIELD, WINDOW, PVCS
+    global DELAY, DILATIONS, RECEPTIVE_FIELD, WINDOW, PVCS, LOG_GAIN
+    if "gain" in args:  # gain=LOW,HIGH: log-uniform gain of the training windows
+        try:
+            lo, hi = (float(v) for v in args["gain"].split(","))
+        except ValueError:
+            sys.exit(f"train.py: gain={args['gain']!r}: want LOW,HIGH (log-uniform gain range), e.g. gain=0.2,4")
+        if not 0 < lo < hi:
+            sys.exit(f"train.py: gain={args['gain']!r}: need 0 < LOW < HIGH")
+        LOG_GAIN = (lo, hi)
     if "pvcs" in args:
         PVCS = int(args["pvcs"])
         if PVCS not in (0, 2, 3):
@@ -228,7 +237,8 @@ def main() -> None:
     print(f"channels {CHANNELS}, pointwise mix {MIX}, receptive field {RECEPTIVE_FIELD}, delay {DELAY}, "
           f"window {WINDOW}, PVCs {({None: f'v{SIM}', 0: 'v2/v3'}).get(PVCS, f'v{PVCS}')}, high-noise share "
           f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}, simulator v{SIM}, T-wave weight {T_WEIGHT}"
-          + (f", reshaped T-wave share {T_SHARE}" if SIM >= 4 else ""))
+          + (f", reshaped T-wave share {T_SHARE}" if SIM >= 4 else "")
+          + (f", gain log-uniform {LOG_GAIN[0]}-{LOG_GAIN[1]}" if LOG_GAIN else ", gain uniform 0.3-3"))
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = int(args.get("steps", STEPS))
@@ -251,8 +261,10 @@ def main() -> None:
     out = Path(args.get("out", ROOT / "models" / "ecg_beats.onnx"))
     export(model, out)
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
-            "dilations": list(DILATIONS), "window": WINDOW, "steps": steps, "batch": BATCH, "records": records, "high_noise_share": HIGH_NOISE_SHARE,
-            "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS, "t_weight": T_WEIGHT, "seed": seed, **({"t_share": T_SHARE} if SIM >= 4 else {}), "parameters": sum(p.numel() for p in model.parameters()),
+            "dilations": list(DILATIONS), "window": WINDOW, "steps": steps, "batch": BATCH, "records": records,
+            "high_noise_share": HIGH_NOISE_SHARE, "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS,
+            "t_weight": T_WEIGHT, "seed": seed, "log_gain": LOG_GAIN, **({"t_share": T_SHARE} if SIM >= 4 else {}),
+            "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
     print(f"exported {out} ({out.stat().st_size} bytes) after {time.time() - t0:.0f} s")

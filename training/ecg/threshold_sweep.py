@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Sensitivity and PPV of ECG beat models over a range of peak-picking thresholds, on the records of evaluate.py.
+
+    training/work/venv/bin/python training/ecg/threshold_sweep.py MODEL[:DELAY] ... \
+        [thresholds=0.2,0.3,0.4,0.5,0.6,0.7] [out=training/ecg/work/threshold_sweep.json]
+
+Each MODEL is an ONNX file with evaluate.py's signature (input `ecg`, output `beat`, receptive field 1023); DELAY
+is the samples it reports a beat late (default 72). Both simulated sets (first and confirmation) and the MIT-BIH
+208 excerpt are made once and scored for every model and threshold with evaluate.py's own peak picking (200 ms
+refractory period) and matching (50 ms). The JSON keeps the per-record counts as well, so that the records a model
+misses at one threshold can be looked up at another, each record's R amplitude (mV above its median) and each
+model's median peak probability per record; records where that median is under 0.5 are printed. evaluate.py sets
+the portable numerics before numpy loads; importing it first keeps these records identical to the ones its metrics
+come from (the printed records_sha256 are those of metrics.json).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import evaluate as ev  # noqa: E402  (sets the portable numerics environment before numpy loads)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+import ecgsim  # noqa: E402
+
+USAGE = "usage: threshold_sweep.py MODEL[:DELAY] ... [thresholds=T,T,...] [out=PATH]"
+
+
+def records(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """evaluate.simulated's 40 records of one set (simulator version 2), as (signal, R peaks) pairs."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(40):
+        x, p = ecgsim.clean_record(rng, 60, version=2)
+        x, p = ecgsim.add_pvcs(rng, x, p, version=2)
+        level = float(rng.uniform(0, 1))
+        out.append((ecgsim.distort(rng, x, level=level), p))
+    return out
+
+
+def per_record(beats: list[np.ndarray], sets: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
+    """(tp, fn, fp) of each record, ignoring the first and last second as evaluate.simulated does."""
+    edge = ecgsim.RATE
+    counts = []
+    for det, (y, p) in zip(beats, sets):
+        keep_r = p[(p >= edge) & (p < len(y) - edge)]
+        keep_d = det[(det >= edge) & (det < len(y) - edge)]
+        counts.append(list(ev.match(keep_r, keep_d)))
+    return counts
+
+
+def r_amplitude(y: np.ndarray, p: np.ndarray) -> float:
+    """Median height of a record's labelled R peaks above its median (mV): its gain times its R wave's size."""
+    return float(np.median(y[p]) - np.median(y)) if len(p) else 0.0
+
+
+def peak_probability(q: np.ndarray, p: np.ndarray, delay: int, n: int) -> float:
+    """Median over a record's labelled beats of the highest probability within ±10 samples of where the model
+    should report each (delay samples after it)."""
+    tops = [q[max(k + delay - 10, 0):k + delay + 11].max() for k in p if k + delay + 11 <= n]
+    return float(np.median(tops)) if tops else 0.0
+
+
+def main() -> None:
+    models: list[tuple[Path, int]] = []
+    thresholds = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    out_path = Path(__file__).resolve().parent / "work" / "threshold_sweep.json"
+    for a in sys.argv[1:]:
+        key, eq, value = a.partition("=")
+        if eq and key == "thresholds":
+            try:
+                thresholds = [float(t) for t in value.split(",")]
+            except ValueError:
+                sys.exit(f"threshold_sweep.py: thresholds={value!r}: not a list of numbers; {USAGE}")
+            if not all(0 < t < 1 for t in thresholds):
+                sys.exit("threshold_sweep.py: thresholds must lie in (0, 1)")
+        elif eq and key == "out":
+            out_path = Path(value)
+        elif eq:
+            sys.exit(f"threshold_sweep.py: bad argument {a!r}; {USAGE}")
+        else:
+            path, _, delay = a.partition(":")
+            try:
+                d = int(delay) if delay else 72
+            except ValueError:
+                sys.exit(f"threshold_sweep.py: {a!r}: DELAY must be an integer; {USAGE}")
+            if not Path(path).is_file():
+                sys.exit(f"threshold_sweep.py: model {path}: no such file")
+            models.append((Path(path), d))
+    if not models:
+        sys.exit(USAGE)
+    sets = {"first": records(ev.SEED), "confirmation": records(ev.CONFIRMATION_SEED)}
+    digests = {}
+    for name, recs in sets.items():  # as evaluate.simulated's records_sha256, to show these are its records
+        h = hashlib.sha256()
+        for y, p in recs:
+            h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+            h.update(np.ascontiguousarray(p, dtype=np.int64).tobytes())
+        digests[name] = h.hexdigest()
+        print(f"{name} set: {sum(len(p) for _, p in recs)} labelled beats, records_sha256 {digests[name]}")
+    import neurokit2 as nk
+
+    x208, rate = sf.read(str(ev.ROOT / "audio/mitbih208_excerpt.wav"), dtype="float32")
+    _, a = nk.ecg_peaks(nk.ecg_clean(x208, sampling_rate=rate, method="neurokit"), sampling_rate=rate,
+                        method="neurokit")
+    nk208 = np.asarray(a["ECG_R_Peaks"], dtype=np.int64)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    result = {"thresholds": thresholds, "refractory_ms": 200, "tolerance_ms": 50, "records_sha256": digests,
+              "r_amplitude_mv": {name: [round(r_amplitude(y, p), 3) for y, p in recs] for name, recs in sets.items()},
+              "models": {}}
+    print(f"{'model':40s} {'thr':>4s}  {'first sens/PPV (fn, fp)':>28s}  {'confirmation sens/PPV (fn, fp)':>30s}  "
+          f"{'208 vs nk sens/PPV':>18s}")
+    for path, delay in models:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        probs = {name: [ev.probabilities(sess, y) for y, _ in recs] for name, recs in sets.items()}
+        p208 = ev.probabilities(sess, x208)
+        ev.DELAY = delay
+        entry = {"delay": delay, "by_threshold": {},
+                 "peak_probability": {name: [round(peak_probability(q, p, delay, len(y)), 3)
+                                             for q, (y, p) in zip(probs[name], recs)]
+                                      for name, recs in sets.items()}}
+        for t in thresholds:
+            ev.THRESHOLD = t
+            row = {}
+            for name, recs in sets.items():
+                counts = per_record([ev.pick_beats(q) for q in probs[name]], recs)
+                row[name] = {**ev.scores(*np.sum(counts, axis=0)), "per_record": counts}
+            row["mitbih208_vs_neurokit"] = ev.scores(*ev.match(nk208, ev.pick_beats(p208)))
+            entry["by_threshold"][str(t)] = row
+            f, c, m = row["first"], row["confirmation"], row["mitbih208_vs_neurokit"]
+            print(f"{str(path):40s} {t:4.2f}  {f['sensitivity']:.4f}/{f['ppv']:.4f} ({f['fn']:4d}, {f['fp']:4d})  "
+                  f"{c['sensitivity']:.4f}/{c['ppv']:.4f} ({c['fn']:4d}, {c['fp']:4d})    "
+                  f"{m['sensitivity']:.3f}/{m['ppv']:.3f}", flush=True)
+        for name, recs in sets.items():  # where a model fails on whole records: their size and its confidence
+            amp, top = result["r_amplitude_mv"][name], entry["peak_probability"][name]
+            weak = [f"{i} (R {amp[i]:+.2f} mV, p {v:.2f})" for i, v in enumerate(top) if v < 0.5]
+            print(f"    {name} records whose median peak probability is under 0.5: {', '.join(weak) or 'none'}")
+        result["models"][str(path)] = entry
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result) + "\n")
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()
