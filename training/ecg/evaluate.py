@@ -142,26 +142,36 @@ SEED = 20261126  # the simulated test records every candidate model was compared
 CONFIRMATION_SEED = 20261203  # 40 more, first scored after the bundled model's recipe had been chosen
 
 
+def simulated_records(seed: int = SEED, sim: int = 2):
+    """The 40 simulated records of one set, in order, as (signal, R peaks, noise level)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        x, p = ecgsim.clean_record(rng, 60, version=min(sim, 2))
+        x, p = ecgsim.add_pvcs(rng, x, p, version=sim)
+        level = float(rng.uniform(0, 1))
+        yield ecgsim.distort(rng, x, level=level), p, level
+
+
+def records_digest(digest, y: np.ndarray, p: np.ndarray) -> None:
+    """Adds one record's signal and labels to a set's records_sha256."""
+    digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(p, dtype=np.int64).tobytes())
+
+
 def simulated(sess, sim: int = 2, pick=pick_beats, detect=None, seed: int = SEED) -> dict:
     """40 records of 60 s; noise level drawn uniformly in [0, 1] per record (ecgsim.distort), reported overall and
     by level: low [0, 0.3), medium [0.3, 0.6), high [0.6, 1]. `detect` (signal -> beat samples) replaces the model
     (for the established detectors)."""
-    rng = np.random.default_rng(seed)
     buckets = {"all": np.zeros(3, dtype=int), "low": np.zeros(3, dtype=int), "medium": np.zeros(3, dtype=int),
                "high": np.zeros(3, dtype=int)}
     edge = ecgsim.RATE  # ignore the first and last second (start-up of the causal model, cut beats at the end)
     digest = hashlib.sha256()
     worst = []  # records with 3 or more errors, for the model card's account of where the errors are
-    for i in range(40):
-        x, p = ecgsim.clean_record(rng, 60, version=min(sim, 2))
-        x, p = ecgsim.add_pvcs(rng, x, p, version=sim)
-        level = float(rng.uniform(0, 1))
-        y = ecgsim.distort(rng, x, level=level)
-        digest.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
-        digest.update(np.ascontiguousarray(p, dtype=np.int64).tobytes())
+    for i, (y, p, level) in enumerate(simulated_records(seed, sim)):
+        records_digest(digest, y, p)
         det = pick(probabilities(sess, y)) if detect is None else detect(y)
-        keep_r = p[(p >= edge) & (p < len(x) - edge)]
-        keep_d = det[(det >= edge) & (det < len(x) - edge)]
+        keep_r = p[(p >= edge) & (p < len(y) - edge)]
+        keep_d = det[(det >= edge) & (det < len(y) - edge)]
         m = np.asarray(match(keep_r, keep_d))
         buckets["all"] += m
         buckets["low" if level < 0.3 else "medium" if level < 0.6 else "high"] += m

@@ -32,18 +32,6 @@ import ecgsim  # noqa: E402
 USAGE = "usage: threshold_sweep.py MODEL[:DELAY] ... [thresholds=T,T,...] [out=PATH]"
 
 
-def records(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """evaluate.simulated's 40 records of one set (simulator version 2), as (signal, R peaks) pairs."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(40):
-        x, p = ecgsim.clean_record(rng, 60, version=2)
-        x, p = ecgsim.add_pvcs(rng, x, p, version=2)
-        level = float(rng.uniform(0, 1))
-        out.append((ecgsim.distort(rng, x, level=level), p))
-    return out
-
-
 def per_record(beats: list[np.ndarray], sets: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
     """(tp, fn, fp) of each record, ignoring the first and last second as evaluate.simulated does."""
     edge = ecgsim.RATE
@@ -95,13 +83,13 @@ def main() -> None:
             models.append((Path(path), d))
     if not models:
         sys.exit(USAGE)
-    sets = {"first": records(ev.SEED), "confirmation": records(ev.CONFIRMATION_SEED)}
+    sets = {name: [(y, p) for y, p, _ in ev.simulated_records(seed)]
+            for name, seed in (("first", ev.SEED), ("confirmation", ev.CONFIRMATION_SEED))}
     digests = {}
     for name, recs in sets.items():  # as evaluate.simulated's records_sha256, to show these are its records
         h = hashlib.sha256()
         for y, p in recs:
-            h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
-            h.update(np.ascontiguousarray(p, dtype=np.int64).tobytes())
+            ev.records_digest(h, y, p)
         digests[name] = h.hexdigest()
         print(f"{name} set: {sum(len(p) for _, p in recs)} labelled beats, records_sha256 {digests[name]}")
     import neurokit2 as nk
