@@ -187,6 +187,13 @@ fn beats_config_errors_name_the_key() {
     assert!(e.contains("brady-bpm"), "{e}");
     let e = check("window = 1080\nhop = 36\nalarm-beats = 0\n");
     assert!(e.contains("alarm-beats"), "{e}");
+    let e = check("window = 1080\nhop = 36\nrefractory-rr = 1.5\n");
+    assert!(e.contains("refractory-rr") && e.contains("[0, 1)"), "{e}");
+    let e = check("window = 1080\nhop = 36\nrefractory-max = \"100ms\"\n");
+    assert!(
+        e.contains("refractory-max") && e.contains("shorter than refractory"),
+        "{e}"
+    );
     // a keyword spotter has one score vector per window, not a per-sample output
     let text = "[source]\nkind = \"wav\"\npath = \"audio/speech_with_keywords.wav\"\n\n[[stage]]\nkind = \"cnn\"\n\
                 name = \"kws\"\nmodel = \"models/kws.onnx\"\nfront-end = \"log-mel\"\nn-fft = 400\n\

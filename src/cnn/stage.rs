@@ -33,7 +33,8 @@ pub enum FrontEnd {
 pub enum CnnEvents {
     /// A fully convolutional model with one probability per input sample (raw front end, all strides 1, output
     /// `[1, 1, T]` as long as its input): peak picking into `beat` events, heart rate and alarms. Uses
-    /// `threshold` (default 0.5), `refractory` (default 200 ms), `delay`, `brady-bpm`, `tachy-bpm`, `alarm-beats`.
+    /// `threshold` (default 0.5), `refractory` (default 200 ms), `refractory-rr` (0.3), `refractory-max` (300 ms),
+    /// `delay`, `brady-bpm`, `tachy-bpm`, `alarm-beats`.
     Beats,
 }
 
@@ -42,7 +43,7 @@ pub enum CnnEvents {
 /// Beat detector example (`models/ecg_beats.onnx`): `rate = 360`, `window = 1080` (≥ the model's 1023-sample
 /// receptive field + hop − 1, so every hop's outputs see their whole receptive field), `hop = 36`,
 /// `events = "beats"`, `threshold = 0.5`, `delay = 72`,
-/// `refractory = "200ms"`, `brady-bpm = 40`, `tachy-bpm = 180`, `alarm-beats = 8`.
+/// `refractory = "200ms"`, `refractory-rr = 0.3`, `refractory-max = "300ms"`, `brady-bpm = 40`, `tachy-bpm = 180`, `alarm-beats = 8`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CnnStageConfig {
@@ -100,6 +101,11 @@ pub struct CnnStageConfig {
     pub events: Option<CnnEvents>,
     /// beats: the model reports a beat this long after the R peak (default 72 samples, `models/ecg_beats.onnx`'s).
     pub delay: Option<Length>,
+    /// beats: the refractory period grows to this share of the mean of the last 8 RR intervals (default 0.3; 0
+    /// keeps it fixed at `refractory`) ...
+    pub refractory_rr: Option<f64>,
+    /// beats: ... up to this (default 300 ms).
+    pub refractory_max: Option<Length>,
     /// beats: raise a `bradycardia` alarm when the mean rate over `alarm-beats` intervals falls below this.
     pub brady_bpm: Option<f64>,
     /// beats: raise a `tachycardia` alarm when the mean rate over `alarm-beats` intervals rises above this.
@@ -275,6 +281,8 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
     let beats_mode = cfg.events == Some(CnnEvents::Beats);
     for (k, present) in [
         ("delay", cfg.delay.is_some()),
+        ("refractory-rr", cfg.refractory_rr.is_some()),
+        ("refractory-max", cfg.refractory_max.is_some()),
         ("brady-bpm", cfg.brady_bpm.is_some()),
         ("tachy-bpm", cfg.tachy_bpm.is_some()),
         ("alarm-beats", cfg.alarm_beats.is_some()),
@@ -307,6 +315,8 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
             threshold: cfg.threshold,
             delay: cfg.delay,
             refractory: cfg.refractory,
+            refractory_rr: cfg.refractory_rr,
+            refractory_max: cfg.refractory_max,
             brady_bpm: cfg.brady_bpm,
             tachy_bpm: cfg.tachy_bpm,
             alarm_beats: cfg.alarm_beats,

@@ -2,12 +2,16 @@
 //! heart rate and brady-/tachycardia alarms.
 //!
 //! Peak picking: every run of samples with probability ≥ `threshold` gives one candidate at its maximum; a
-//! candidate closer than `refractory` to the previous beat replaces it when it is more probable, and is dropped
-//! otherwise. The model reports a beat `delay` samples after the R peak, so beats are stamped `delay` earlier; a
+//! candidate closer than the refractory period to the previous beat replaces it when it is more probable, and is
+//! dropped otherwise. The refractory period follows the heart rate: `refractory_rr` times the mean of the last (up
+//! to 8) intervals between beats, but at least `refractory` and at most `refractory_max` (`refractory` alone while
+//! there is no interval yet, or with `refractory_rr` = 0). In a slow rhythm this lets an R wave replace a tall P
+//! wave marked before it, without merging the beats of a fast one. The model reports a beat `delay` samples after the R peak, so beats are stamped `delay` earlier; a
 //! candidate in the first `delay` outputs would put its R peak before the stream's first sample (a start-up response
 //! of the model, not a beat in the signal) and is not reported, though it still holds its refractory period.
 //! [`pick_beats`] is the batch form (training/ecg/evaluate.py does the same in Python); [`BeatPicker`] the
-//! streaming form, which emits a beat as soon as no later run can replace it (at most `refractory` after the run).
+//! streaming form, which emits a beat as soon as no later run can replace it (at most one refractory period after
+//! the run).
 //! [`BeatEvents`] turns a stream of probabilities into `beat` / `alarm` events; the `onnx` stage's `beats` preset and
 //! the `cnn` stage's `events = "beats"` share it and its settings ([`BeatsSettings`]).
 
@@ -19,9 +23,17 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BeatParams {
     pub threshold: f32,
+    /// The shortest refractory period.
     pub refractory: u64,
+    /// Share of the recent mean RR interval the refractory period grows to (0: fixed at `refractory`).
+    pub refractory_rr: f64,
+    /// The longest refractory period (not below `refractory`).
+    pub refractory_max: u64,
     pub delay: u64,
 }
+
+/// Intervals the refractory period's mean RR is taken over.
+const RR_INTERVALS: usize = 8;
 
 /// One detected beat: the R peak's sample index (already moved back by `delay`) and its probability.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,6 +64,8 @@ pub struct BeatPicker {
     run: Option<Peak>,
     /// The last beat, not yet final (a later run within the refractory period may replace it).
     pending: Option<Peak>,
+    /// Positions of the last `RR_INTERVALS` final beats (emitted or not), oldest first.
+    recent: std::collections::VecDeque<u64>,
 }
 
 impl BeatPicker {
@@ -61,7 +75,32 @@ impl BeatPicker {
             t: 0,
             run: None,
             pending: None,
+            recent: std::collections::VecDeque::with_capacity(RR_INTERVALS),
         }
+    }
+
+    /// The refractory period after a pending beat at `c`, in samples (as training/ecg/evaluate.py's
+    /// refractory_window computes it, in the same floating-point steps).
+    fn refractory_after(&self, c: u64) -> f64 {
+        let base = self.params.refractory as f64;
+        match self.recent.front() {
+            Some(&first) if self.params.refractory_rr > 0.0 => {
+                let mean_rr = (c - first) as f64 / self.recent.len() as f64;
+                (self.params.refractory_rr * mean_rr)
+                    .max(base)
+                    .min((self.params.refractory_max as f64).max(base))
+            }
+            _ => base,
+        }
+    }
+
+    /// The pending beat `c` is final.
+    fn settle(&mut self, c: Peak, out: &mut Vec<Beat>) {
+        self.emit(c, out);
+        if self.recent.len() == RR_INTERVALS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(c.0);
     }
 
     pub fn reset(&mut self) {
@@ -82,13 +121,13 @@ impl BeatPicker {
             return;
         };
         match self.pending {
-            Some((c, cp)) if k - c < self.params.refractory => {
+            Some((c, cp)) if ((k - c) as f64) < self.refractory_after(c) => {
                 if prob > cp {
                     self.pending = Some((k, prob));
                 }
             }
             Some(c) => {
-                self.emit(c, out);
+                self.settle(c, out);
                 self.pending = Some((k, prob));
             }
             None => self.pending = Some((k, prob)),
@@ -114,8 +153,8 @@ impl BeatPicker {
                 self.close_run(out);
                 // No run is open, so any later candidate lies at or after `t + 1`.
                 if let Some(c) = self.pending {
-                    if t + 1 >= c.0 + self.params.refractory {
-                        self.emit(c, out);
+                    if (t + 1 - c.0) as f64 >= self.refractory_after(c.0) {
+                        self.settle(c, out);
                         self.pending = None;
                     }
                 }
@@ -127,7 +166,7 @@ impl BeatPicker {
     pub fn finish(&mut self, out: &mut Vec<Beat>) {
         self.close_run(out);
         if let Some(c) = self.pending.take() {
-            self.emit(c, out);
+            self.settle(c, out);
         }
     }
 }
@@ -214,6 +253,11 @@ impl HeartRate {
     }
 }
 
+/// Default share of the recent mean RR interval the refractory period grows to.
+pub const DEFAULT_REFRACTORY_RR: f64 = 0.3;
+/// Default longest refractory period, in seconds.
+pub const DEFAULT_REFRACTORY_MAX_S: f64 = 0.3;
+
 /// Everything a beat detector stage needs besides the model: peak picking and heart-rate alarms.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BeatsSettings {
@@ -232,6 +276,10 @@ pub struct BeatsKeys {
     pub delay: Option<Length>,
     /// No two beats closer than this (default 200 ms).
     pub refractory: Option<Length>,
+    /// The refractory period grows to this share of the mean of the last 8 RR intervals (default 0.3; 0: fixed).
+    pub refractory_rr: Option<f64>,
+    /// ... but no longer than this (default 300 ms).
+    pub refractory_max: Option<Length>,
     /// `bradycardia` alarm below this mean rate (bpm).
     pub brady_bpm: Option<f64>,
     /// `tachycardia` alarm above this mean rate (bpm).
@@ -254,6 +302,27 @@ impl BeatsKeys {
         if refractory == 0 {
             return Err(("refractory", "refractory must be positive".into()));
         }
+        let refractory_rr = self.refractory_rr.unwrap_or(DEFAULT_REFRACTORY_RR);
+        if !(0.0..1.0).contains(&refractory_rr) {
+            return Err((
+                "refractory-rr",
+                "refractory-rr must be in [0, 1) (a share of the RR interval; 0 keeps the refractory period fixed)"
+                    .into(),
+            ));
+        }
+        let refractory_max = self
+            .refractory_max
+            .unwrap_or(Length::Seconds(DEFAULT_REFRACTORY_MAX_S))
+            .samples(rate);
+        if refractory_max < refractory {
+            return Err((
+                "refractory-max",
+                format!(
+                    "refractory-max ({refractory_max} samples) must not be shorter than refractory ({refractory} \
+                     samples)"
+                ),
+            ));
+        }
         for (key, v) in [("brady-bpm", self.brady_bpm), ("tachy-bpm", self.tachy_bpm)] {
             if let Some(v) = v {
                 if !(v.is_finite() && v > 0.0) {
@@ -273,6 +342,8 @@ impl BeatsKeys {
             params: BeatParams {
                 threshold,
                 refractory,
+                refractory_rr,
+                refractory_max,
                 delay: self.delay.unwrap_or(Length::Samples(72)).samples(rate),
             },
             brady_bpm: self.brady_bpm,
@@ -357,6 +428,8 @@ mod tests {
     const P: BeatParams = BeatParams {
         threshold: 0.5,
         refractory: 72,
+        refractory_rr: 0.0,
+        refractory_max: 72,
         delay: 36,
     };
 
@@ -379,8 +452,21 @@ mod tests {
                     k = m;
                 }
             }
+            // the refractory period after the last beat: a share of the mean of the (up to 8) intervals
+            // between the last (up to 9) beats, within [refractory, refractory_max]
+            let window = if params.refractory_rr > 0.0 && beats.len() >= 2 {
+                let recent = &beats[beats.len().saturating_sub(9)..];
+                let mean =
+                    (recent[recent.len() - 1].0 - recent[0].0) as f64 / (recent.len() - 1) as f64;
+                let lo = params.refractory as f64;
+                (params.refractory_rr * mean)
+                    .max(lo)
+                    .min((params.refractory_max as f64).max(lo))
+            } else {
+                params.refractory as f64
+            };
             match beats.last_mut() {
-                Some(last) if ((k - last.0) as u64) < params.refractory => {
+                Some(last) if ((k - last.0) as f64) < window => {
                     if p[k] > last.1 {
                         *last = (k, p[k]);
                     }
@@ -430,6 +516,40 @@ mod tests {
     }
 
     #[test]
+    fn in_a_slow_rhythm_an_r_wave_replaces_the_p_wave_marked_before_it() {
+        // R peaks every 400 samples (54 bpm at 360 Hz); from the fourth on, a weaker mark 97 samples (270 ms)
+        // before each, as a tall P wave gives
+        let r: Vec<usize> = (0..10).map(|i| 200 + 400 * i).collect();
+        let mut p = vec![0.0f32; 4400];
+        for (i, &k) in r.iter().enumerate() {
+            p[k] = 0.9;
+            if i >= 3 {
+                p[k - 97] = 0.7;
+            }
+        }
+        let fixed = BeatParams {
+            refractory: 72,
+            ..P
+        };
+        assert_eq!(pick_beats(&p, &fixed).len(), 17);
+        let adaptive = BeatParams {
+            refractory_rr: 0.3,
+            refractory_max: 108,
+            ..fixed
+        };
+        let got: Vec<u64> = pick_beats(&p, &adaptive).iter().map(|b| b.sample).collect();
+        let want: Vec<u64> = r.iter().map(|&k| k as u64 - 36).collect();
+        assert_eq!(got, want);
+        assert_eq!(pick_beats(&p, &adaptive), reference(&p, &adaptive));
+        // at most refractory_max: with a cap below the 97-sample gap both marks are beats again
+        let capped = BeatParams {
+            refractory_max: 96,
+            ..adaptive
+        };
+        assert_eq!(pick_beats(&p, &capped).len(), 17);
+    }
+
+    #[test]
     fn heart_rate_and_alarms() {
         let mut hr = HeartRate::new(360, 3, Some(50.0), Some(120.0));
         assert_eq!(hr.beat(0).bpm, None);
@@ -456,14 +576,60 @@ mod tests {
     }
 
     proptest! {
+        /// The same with sparse runs, whose intervals make the refractory period follow the rhythm.
+        #[test]
+        fn streaming_equals_batch_with_a_rhythm(
+            runs in proptest::collection::vec((1usize..400, 1usize..8, 0.5f32..1.0), 0..40),
+            blocks in proptest::collection::vec(1usize..300, 1..20),
+            refractory in 1u64..150,
+            refractory_rr in 0.05f64..0.9,
+            extra in 0u64..200,
+        ) {
+            let mut p = Vec::new();
+            for &(gap, len, top) in &runs {
+                p.extend(std::iter::repeat_n(0.1f32, gap));
+                p.extend((0..len).map(|j| top - 0.01 * j as f32));
+            }
+            let params = BeatParams {
+                threshold: 0.5,
+                refractory,
+                refractory_rr,
+                refractory_max: refractory + extra,
+                delay: 36,
+            };
+            let want = reference(&p, &params);
+            prop_assert_eq!(&pick_beats(&p, &params), &want);
+            let mut picker = BeatPicker::new(params);
+            let mut got = Vec::new();
+            let mut i = 0;
+            let mut b = 0;
+            while i < p.len() {
+                let n = blocks[b % blocks.len()].min(p.len() - i);
+                picker.push(&p[i..i + n], &mut got);
+                i += n;
+                b += 1;
+            }
+            picker.finish(&mut got);
+            prop_assert_eq!(got, want);
+        }
+
         /// Streaming (random block sizes) equals batch equals the plain reference rule.
         #[test]
         fn streaming_equals_batch(
             p in proptest::collection::vec(prop_oneof![3 => 0.0f32..0.45, 1 => 0.45f32..1.0], 0..2000),
             blocks in proptest::collection::vec(1usize..300, 1..20),
             refractory in 1u64..150,
+            adaptive in proptest::bool::ANY,
+            refractory_rr in 0.05f64..0.9,
+            extra in 0u64..200,
         ) {
-            let params = BeatParams { threshold: 0.5, refractory, delay: 36 };
+            let params = BeatParams {
+                threshold: 0.5,
+                refractory,
+                refractory_rr: if adaptive { refractory_rr } else { 0.0 },
+                refractory_max: refractory + extra,
+                delay: 36,
+            };
             let want = reference(&p, &params);
             prop_assert_eq!(&pick_beats(&p, &params), &want);
             let mut picker = BeatPicker::new(params);

@@ -77,6 +77,11 @@ pub struct OnnxStageConfig {
     pub delay: Option<Length>,
     /// beats: no two beats closer than this (default 200 ms).
     pub refractory: Option<Length>,
+    /// beats: the refractory period grows to this share of the mean of the last 8 RR intervals (default 0.3; 0
+    /// keeps it fixed) ...
+    pub refractory_rr: Option<f64>,
+    /// beats: ... up to this (default 300 ms).
+    pub refractory_max: Option<Length>,
     /// beats: raise a `bradycardia` alarm when the mean rate over `alarm-beats` intervals falls below this.
     pub brady_bpm: Option<f64>,
     /// beats: raise a `tachycardia` alarm when the mean rate over `alarm-beats` intervals rises above this.
@@ -183,6 +188,8 @@ fn resolve(
     let beats_only = [
         ("delay", cfg.delay.is_some()),
         ("refractory", cfg.refractory.is_some()),
+        ("refractory-rr", cfg.refractory_rr.is_some()),
+        ("refractory-max", cfg.refractory_max.is_some()),
         ("brady-bpm", cfg.brady_bpm.is_some()),
         ("tachy-bpm", cfg.tachy_bpm.is_some()),
         ("alarm-beats", cfg.alarm_beats.is_some()),
@@ -197,6 +204,8 @@ fn resolve(
             threshold: cfg.threshold,
             delay: cfg.delay,
             refractory: cfg.refractory,
+            refractory_rr: cfg.refractory_rr,
+            refractory_max: cfg.refractory_max,
             brady_bpm: cfg.brady_bpm,
             tachy_bpm: cfg.tachy_bpm,
             alarm_beats: cfg.alarm_beats,

@@ -2,19 +2,23 @@
 """Sensitivity and PPV of ECG beat models over a range of peak-picking thresholds, on the records of evaluate.py.
 
     training/work/venv/bin/python training/ecg/threshold_sweep.py MODEL[:DELAY] ... \
-        [thresholds=0.2,0.3,0.4,0.5,0.6,0.7] [out=training/ecg/work/threshold_sweep.json]
+        [thresholds=0.2,0.3,0.4,0.5,0.6,0.7] [refractory=200,0.25:300,...] [seeds=N,...] \
+        [out=training/ecg/work/threshold_sweep.json]
 
 Each MODEL is an ONNX file with evaluate.py's signature (input `ecg`, output `beat`, receptive field 1023); DELAY
-is the samples it reports a beat late (default 72). Both simulated sets (first and confirmation) and the MIT-BIH
-208 excerpt are made once and scored for every model and threshold with evaluate.py's own peak picking (200 ms
-refractory period) and matching (50 ms). The JSON keeps the per-record counts as well, so that the records a model
-misses at one threshold can be looked up at another, each record's R amplitude (mV above its median) and each
+is the samples it reports a beat late (default 72). Both simulated sets (first and confirmation; `seeds=` adds sets
+of 40 records made the same way from other seeds) and the MIT-BIH 208 excerpt are made once and scored for every
+model, threshold and refractory period with evaluate.py's own peak picking and matching (50 ms). `refractory=` is a
+list of whole ms, or F:MAX_MS for F x the recent mean RR interval within 200 ms-MAX_MS (default 200, as in
+evaluate.py). The JSON keeps the per-record counts as well, so that the records a model misses at one threshold can
+be looked up at another, each record's R amplitude (mV above its median) and each
 model's median peak probability per record; records where that median is under 0.5 are printed. evaluate.py sets
 the portable numerics before numpy loads; importing it first keeps these records identical to the ones its metrics
 come from (the printed records_sha256 are those of metrics.json).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -29,7 +33,8 @@ import soundfile as sf  # noqa: E402
 
 import ecgsim  # noqa: E402
 
-USAGE = "usage: threshold_sweep.py MODEL[:DELAY] ... [thresholds=T,T,...] [out=PATH]"
+USAGE = ("usage: threshold_sweep.py MODEL[:DELAY] ... [thresholds=T,T,...] [refractory=MS|F:MAX_MS,...] "
+         "[seeds=N,...] [out=PATH]")
 
 
 def per_record(beats: list[np.ndarray], sets: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
@@ -55,9 +60,27 @@ def peak_probability(q: np.ndarray, p: np.ndarray, delay: int, n: int) -> float:
     return float(np.median(tops)) if tops else 0.0
 
 
+def refractory_setting(text: str) -> tuple[str, int, float, int]:
+    """A `refractory=` entry: "MS" (a fixed period) or "F:MAX_MS" (F x the recent mean RR interval, between 200 ms
+    and MAX_MS; evaluate.pick_beats' refractory_rr and refractory_max) -> (label, fixed samples, F, max samples)."""
+    f, colon, top = text.partition(":")
+    ms_to_samples = ecgsim.RATE / 1000
+    if colon:
+        rr, top_ms = float(f), int(top)
+        if not (0 < rr < 1 and 200 <= top_ms <= 1000):
+            raise ValueError(text)
+        return text, int(200 * ms_to_samples), rr, int(top_ms * ms_to_samples)
+    ms = int(f)
+    if not 50 <= ms <= 1000:
+        raise ValueError(text)
+    return text, int(ms * ms_to_samples), 0.0, 0
+
+
 def main() -> None:
     models: list[tuple[Path, int]] = []
     thresholds = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    refractories = [refractory_setting("200")]
+    extra_seeds: list[int] = []
     out_path = Path(__file__).resolve().parent / "work" / "threshold_sweep.json"
     for a in sys.argv[1:]:
         key, eq, value = a.partition("=")
@@ -68,6 +91,16 @@ def main() -> None:
                 sys.exit(f"threshold_sweep.py: thresholds={value!r}: not a list of numbers; {USAGE}")
             if not all(0 < t < 1 for t in thresholds):
                 sys.exit("threshold_sweep.py: thresholds must lie in (0, 1)")
+        elif eq and key == "refractory":
+            try:
+                refractories = [refractory_setting(r) for r in value.split(",")]
+            except ValueError:
+                sys.exit(f"threshold_sweep.py: refractory={value!r}: each entry must be MS or F:MAX_MS; {USAGE}")
+        elif eq and key == "seeds":
+            try:
+                extra_seeds = [int(v) for v in value.split(",")]
+            except ValueError:
+                sys.exit(f"threshold_sweep.py: seeds={value!r}: not a list of integers; {USAGE}")
         elif eq and key == "out":
             out_path = Path(value)
         elif eq:
@@ -84,7 +117,8 @@ def main() -> None:
     if not models:
         sys.exit(USAGE)
     sets = {name: [(y, p) for y, p, _ in ev.simulated_records(seed)]
-            for name, seed in (("first", ev.SEED), ("confirmation", ev.CONFIRMATION_SEED))}
+            for name, seed in [("first", ev.SEED), ("confirmation", ev.CONFIRMATION_SEED)]
+            + [(f"seed{s}", s) for s in extra_seeds]}
     digests = {}
     for name, recs in sets.items():  # as evaluate.simulated's records_sha256, to show these are its records
         h = hashlib.sha256()
@@ -100,11 +134,12 @@ def main() -> None:
     nk208 = np.asarray(a["ECG_R_Peaks"], dtype=np.int64)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    result = {"thresholds": thresholds, "refractory_ms": 200, "tolerance_ms": 50, "records_sha256": digests,
+    result = {"thresholds": thresholds, "refractory": [r[0] for r in refractories], "tolerance_ms": 50,
+              "records_sha256": digests,
               "r_amplitude_mv": {name: [round(r_amplitude(y, p), 3) for y, p in recs] for name, recs in sets.items()},
               "models": {}}
-    print(f"{'model':40s} {'thr':>4s}  {'first sens/PPV (fn, fp)':>28s}  {'confirmation sens/PPV (fn, fp)':>30s}  "
-          f"{'208 vs nk sens/PPV':>18s}")
+    print(f"{'model':40s} {'thr':>4s} {'refr':>8s}  "
+          + "  ".join(f"{name + ' sens/PPV (fn, fp)':>30s}" for name in sets) + f"  {'208 vs nk sens/PPV':>18s}")
     for path, delay in models:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         probs = {name: [ev.probabilities(sess, y) for y, _ in recs] for name, recs in sets.items()}
@@ -114,18 +149,26 @@ def main() -> None:
                  "peak_probability": {name: [round(peak_probability(q, p, delay, len(y)), 3)
                                              for q, (y, p) in zip(probs[name], recs)]
                                       for name, recs in sets.items()}}
-        for t in thresholds:
-            ev.THRESHOLD = t
-            row = {}
-            for name, recs in sets.items():
-                counts = per_record([ev.pick_beats(q) for q in probs[name]], recs)
-                row[name] = {**ev.scores(*np.sum(counts, axis=0)), "per_record": counts}
-            row["mitbih208_vs_neurokit"] = ev.scores(*ev.match(nk208, ev.pick_beats(p208)))
-            entry["by_threshold"][str(t)] = row
-            f, c, m = row["first"], row["confirmation"], row["mitbih208_vs_neurokit"]
-            print(f"{str(path):40s} {t:4.2f}  {f['sensitivity']:.4f}/{f['ppv']:.4f} ({f['fn']:4d}, {f['fp']:4d})  "
-                  f"{c['sensitivity']:.4f}/{c['ppv']:.4f} ({c['fn']:4d}, {c['fp']:4d})    "
-                  f"{m['sensitivity']:.3f}/{m['ppv']:.3f}", flush=True)
+        entry["by_refractory"] = {}
+        for label, fixed, rr, top in refractories:
+            ev.REFRACTORY = fixed
+            pick = functools.partial(ev.pick_beats, refractory_rr=rr, refractory_max=top)
+            by_t = entry["by_refractory"].setdefault(label, {})
+            for t in thresholds:
+                ev.THRESHOLD = t
+                row = {}
+                for name, recs in sets.items():
+                    counts = per_record([pick(q) for q in probs[name]], recs)
+                    row[name] = {**ev.scores(*np.sum(counts, axis=0)), "per_record": counts}
+                row["mitbih208_vs_neurokit"] = ev.scores(*ev.match(nk208, pick(p208)))
+                by_t[str(t)] = row
+                m = row["mitbih208_vs_neurokit"]
+                print(f"{str(path):40s} {t:4.2f} {label:>8s}  "
+                      + "  ".join(f"{'':11s}{row[n]['sensitivity']:.4f}/{row[n]['ppv']:.4f} ({row[n]['fn']:3d}, "
+                                  f"{row[n]['fp']:3d})" for n in sets)
+                      + f"  {'':7s}{m['sensitivity']:.3f}/{m['ppv']:.3f}", flush=True)
+        if "200" in entry["by_refractory"]:  # the stages' default, under the key earlier sweeps used
+            entry["by_threshold"] = entry["by_refractory"]["200"]
         for name, recs in sets.items():  # where a model fails on whole records: their size and its confidence
             amp, top = result["r_amplitude_mv"][name], entry["peak_probability"][name]
             weak = [f"{i} (R {amp[i]:+.2f} mV, p {v:.2f})" for i, v in enumerate(top) if v < 0.5]
