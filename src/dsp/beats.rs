@@ -517,7 +517,7 @@ mod tests {
 
     #[test]
     fn in_a_slow_rhythm_an_r_wave_replaces_the_p_wave_marked_before_it() {
-        // R peaks every 400 samples (54 bpm at 360 Hz); from the fourth on, a weaker mark 97 samples (270 ms)
+        // R peaks every 400 samples (54 bpm at 360 Hz); from the fourth on, a weaker mark 97 samples (269 ms)
         // before each, as a tall P wave gives
         let r: Vec<usize> = (0..10).map(|i| 200 + 400 * i).collect();
         let mut p = vec![0.0f32; 4400];

@@ -74,7 +74,7 @@ def pick_beats(p: np.ndarray, guard: int = 0, guard_threshold: float = THRESHOLD
 
     The window follows the heart rate: `refractory_rr` times the mean of the last (up to 8) intervals between beats,
     but at least REFRACTORY and at most `refractory_max` samples (REFRACTORY while there is no interval yet, or with
-    `refractory_rr` = 0). In a slow rhythm this lets the R wave replace a tall P wave marked ~270 ms before it.
+    `refractory_rr` = 0). In a slow rhythm this lets the R wave replace a tall P wave marked ~230 ms before it.
 
     Optional T-wave guard (off by default, as in the `cnn` stage; in the spirit of Pan-Tompkins' T-wave
     discrimination): a candidate at least REFRACTORY but less than `guard` samples after the previously accepted
