@@ -25,25 +25,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
-# The simulated records must be the same on every x86-64 machine. neurokit2's ECGSYN integrates an ODE whose
-# output over 60 s drifts visibly (tens of microvolts, R peaks moved) with the last-bit rounding of OpenBLAS's
-# CPU-specific dot kernels, and numpy's SIMD sin/exp round differently with AVX2 and AVX-512. Both are pinned to
-# code paths every x86-64 machine runs alike; this has to happen before numpy (and its OpenBLAS) is loaded.
-# metrics.json records a sha256 of each set's signals and labels, so a rerun shows at once whether it saw the same
-# records.
-PORTABLE_ENV = {"OPENBLAS_CORETYPE": "Prescott", "OPENBLAS_NUM_THREADS": "1",
-                "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}
-os.environ.update(PORTABLE_ENV)
+# The simulated records must be the same on every x86-64 machine: portable.py pins numpy's and OpenBLAS's code
+# paths, which has to happen before numpy is loaded. metrics.json records a sha256 of each set's signals and labels,
+# so a rerun shows at once whether it saw the same records.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import portable  # noqa: E402
+
+portable.apply("evaluate.py")
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ecgsim  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,11 @@ The model is a causal, fully convolutional 1-D CNN over the raw lead in mV at 36
 streaming engine reproduces the full-window output exactly. Training data: 300 simulated clean records of 60 s with
 exact labels (ecgsim.py), freshly augmented for every window: simulator v4 (half of the windows get reshaped T waves),
 PVCs drawn as v2 or v3 per window, and a 4x loss weight on T-wave regions. Seeds are fixed; see requirements.txt for
-the pinned versions. The options below are for experiments; without them the run reproduces the bundled model.
+the pinned versions. The options below are for experiments; without them the run reproduces the bundled model (on
+the kind of machine it was made on: see models/ecg_beats.md, *Reproducibility across machines*). portable=1 makes
+the simulated records and augmentation with evaluate.py's CPU-independent numerics (portable.py; its own record
+cache), so that they are the same on every x86-64 machine; PyTorch's numerics still depend on the CPU. The bundled
+model was trained without it.
 """
 from __future__ import annotations
 
@@ -18,11 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if "portable=1" in sys.argv[1:]:  # before numpy loads (see main)
+    import portable
+
+    portable.apply("train.py")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
 import ecgsim  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
@@ -50,7 +59,7 @@ T_REGION = (0.10, 0.45)  # s after an R peak counted as its T-wave region (stops
 RECORDS = 300  # simulated clean records of 60 s in the training bank
 STEPS = 4200  # optimiser steps of BATCH windows
 OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "t_share",
-           "delay", "levels", "window", "pvcs", "seed", "gain", "out")
+           "delay", "levels", "window", "pvcs", "seed", "gain", "portable", "out")
 
 
 class CausalConv(nn.Module):
@@ -220,7 +229,11 @@ def main() -> None:
     torch.manual_seed(seed)
     # the simulator version of the clean records names the cache: versions 3 (PVCs) and 4 (PVCs, and T waves
     # reshaped per window, after the cache) change augmentation only, so their clean records are v2's
-    cache = WORK / f"bank_v{ecgsim.CLEAN_VERSION[SIM]}_{records}.npz"
+    # portable=1: the records made with evaluate.py's CPU-independent numerics (portable.py), cached apart
+    if args.get("portable", "0") not in ("0", "1"):
+        sys.exit(f"train.py: portable={args['portable']!r}: must be 0 or 1")
+    suffix = "_portable" if args.get("portable") == "1" else ""
+    cache = WORK / f"bank_v{ecgsim.CLEAN_VERSION[SIM]}_{records}{suffix}.npz"
     if cache.exists():  # the simulated records depend only on the seed: reuse them between runs
         z = np.load(cache, allow_pickle=True)
         bank = list(zip(z["x"], z["p"]))
