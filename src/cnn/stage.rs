@@ -42,8 +42,8 @@ pub enum CnnEvents {
 ///
 /// Beat detector example (`models/ecg_beats.onnx`): `rate = 360`, `window = 1080` (≥ the model's 1023-sample
 /// receptive field + hop − 1, so every hop's outputs see their whole receptive field), `hop = 36`,
-/// `events = "beats"`, `threshold = 0.5`, `delay = 72`,
-/// `refractory = "200ms"`, `refractory-rr = 0.3`, `refractory-max = "300ms"`, `brady-bpm = 40`, `tachy-bpm = 180`, `alarm-beats = 8`.
+/// `events = "beats"`, `threshold = 0.5`, `delay = 72`, `refractory = "200ms"`, `refractory-rr = 0.3`,
+/// `refractory-max = "300ms"`, `brady-bpm = 40`, `tachy-bpm = 180`, `alarm-beats = 8`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CnnStageConfig {

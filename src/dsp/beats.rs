@@ -6,9 +6,10 @@
 //! dropped otherwise. The refractory period follows the heart rate: `refractory_rr` times the mean of the last (up
 //! to 8) intervals between beats, but at least `refractory` and at most `refractory_max` (`refractory` alone while
 //! there is no interval yet, or with `refractory_rr` = 0). In a slow rhythm this lets an R wave replace a tall P
-//! wave marked before it, without merging the beats of a fast one. The model reports a beat `delay` samples after the R peak, so beats are stamped `delay` earlier; a
-//! candidate in the first `delay` outputs would put its R peak before the stream's first sample (a start-up response
-//! of the model, not a beat in the signal) and is not reported, though it still holds its refractory period.
+//! wave marked before it, without merging the beats of a fast one. The model reports a beat `delay` samples after
+//! the R peak, so beats are stamped `delay` earlier; a candidate in the first `delay` outputs would put its R peak
+//! before the stream's first sample (a start-up response of the model, not a beat in the signal) and is not
+//! reported, though it still holds its refractory period.
 //! [`pick_beats`] is the batch form (training/ecg/evaluate.py does the same in Python); [`BeatPicker`] the
 //! streaming form, which emits a beat as soon as no later run can replace it (at most one refractory period after
 //! the run).

@@ -56,7 +56,8 @@ def main() -> None:
         if i < 5:
             diff = float(np.max(np.abs(x - cx))) if x.shape == cx.shape else float("inf")
             print(f"record {i}: {'equal' if same else 'differs'} (largest difference {diff:.3g} mV)", flush=True)
-    print(f"{equal} of {n} records equal {cache.name} (portable numerics: {'yes' if args['portable'] == '1' else 'no'})")
+    numerics = "portable" if args["portable"] == "1" else "this machine's"
+    print(f"{equal} of {n} records equal {cache.name} ({numerics} numerics)")
 
 
 if __name__ == "__main__":

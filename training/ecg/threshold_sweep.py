@@ -6,15 +6,16 @@
         [out=training/ecg/work/threshold_sweep.json]
 
 Each MODEL is an ONNX file with evaluate.py's signature (input `ecg`, output `beat`, receptive field 1023); DELAY
-is the samples it reports a beat late (default 72). Both simulated sets (first and confirmation; `seeds=` adds sets
-of 40 records made the same way from other seeds) and the MIT-BIH 208 excerpt are made once and scored for every
-model, threshold and refractory period with evaluate.py's own peak picking and matching (50 ms). `refractory=` is a
-list of whole ms, or F:MAX_MS for F x the recent mean RR interval within 200 ms-MAX_MS (default 200, as in
-evaluate.py). The JSON keeps the per-record counts as well, so that the records a model misses at one threshold can
-be looked up at another, each record's R amplitude (mV above its median) and each
-model's median peak probability per record; records where that median is under 0.5 are printed. evaluate.py sets
-the portable numerics before numpy loads; importing it first keeps these records identical to the ones its metrics
-come from (the printed records_sha256 are those of metrics.json).
+is the samples it reports a beat late (default 72). evaluate.py's three simulated sets (first, confirmation and
+third; `seeds=` adds sets of 40 records made the same way from other seeds) and the MIT-BIH 208 excerpt are made
+once and scored for every model, threshold and refractory period with evaluate.py's own peak picking and matching
+(50 ms). `refractory=` is a list of whole ms, or F:MAX_MS for F x the recent mean RR interval within 200 ms-MAX_MS
+(default 0.3:300, evaluate.py's and the stages'; 200 is the fixed period used until 2026-12-07). The JSON keeps the
+per-record counts as well, so that the records a model misses at one setting can be looked up at another, each
+record's R amplitude (mV above its median) and each model's median peak probability per record; records where that
+median is under 0.5 are printed. evaluate.py sets the portable numerics before numpy loads; importing it first
+keeps these records identical to the ones its metrics come from (the printed records_sha256 are those of
+metrics.json).
 """
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def refractory_setting(text: str) -> tuple[str, int, float, int]:
 def main() -> None:
     models: list[tuple[Path, int]] = []
     thresholds = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
-    refractories = [refractory_setting("200")]
+    refractories = [refractory_setting(f"{ev.REFRACTORY_RR}:{round(ev.REFRACTORY_MAX * 1000 / ecgsim.RATE)}")]
     extra_seeds: list[int] = []
     out_path = Path(__file__).resolve().parent / "work" / "threshold_sweep.json"
     for a in sys.argv[1:]:
@@ -117,7 +118,7 @@ def main() -> None:
     if not models:
         sys.exit(USAGE)
     sets = {name: [(y, p) for y, p, _ in ev.simulated_records(seed)]
-            for name, seed in [("first", ev.SEED), ("confirmation", ev.CONFIRMATION_SEED)]
+            for name, seed in [("first", ev.SEED), ("confirmation", ev.CONFIRMATION_SEED), ("third", ev.THIRD_SEED)]
             + [(f"seed{s}", s) for s in extra_seeds]}
     digests = {}
     for name, recs in sets.items():  # as evaluate.simulated's records_sha256, to show these are its records
@@ -145,7 +146,7 @@ def main() -> None:
         probs = {name: [ev.probabilities(sess, y) for y, _ in recs] for name, recs in sets.items()}
         p208 = ev.probabilities(sess, x208)
         ev.DELAY = delay
-        entry = {"delay": delay, "by_threshold": {},
+        entry = {"delay": delay,
                  "peak_probability": {name: [round(peak_probability(q, p, delay, len(y)), 3)
                                              for q, (y, p) in zip(probs[name], recs)]
                                       for name, recs in sets.items()}}
@@ -167,8 +168,6 @@ def main() -> None:
                       + "  ".join(f"{'':11s}{row[n]['sensitivity']:.4f}/{row[n]['ppv']:.4f} ({row[n]['fn']:3d}, "
                                   f"{row[n]['fp']:3d})" for n in sets)
                       + f"  {'':7s}{m['sensitivity']:.3f}/{m['ppv']:.3f}", flush=True)
-        if "200" in entry["by_refractory"]:  # the stages' default, under the key earlier sweeps used
-            entry["by_threshold"] = entry["by_refractory"]["200"]
         for name, recs in sets.items():  # where a model fails on whole records: their size and its confidence
             amp, top = result["r_amplitude_mv"][name], entry["peak_probability"][name]
             weak = [f"{i} (R {amp[i]:+.2f} mV, p {v:.2f})" for i, v in enumerate(top) if v < 0.5]
