@@ -104,7 +104,7 @@ pub struct CnnStageConfig {
     /// beats: the refractory period grows to this share of the mean of the last 8 RR intervals (default 0.3; 0
     /// keeps it fixed at `refractory`) ...
     pub refractory_rr: Option<f64>,
-    /// beats: ... up to this (default 300 ms).
+    /// beats: ... up to this (default 300 ms, or `refractory` if that is longer).
     pub refractory_max: Option<Length>,
     /// beats: raise a `bradycardia` alarm when the mean rate over `alarm-beats` intervals falls below this.
     pub brady_bpm: Option<f64>,

@@ -288,7 +288,7 @@ pub struct BeatsKeys {
     pub refractory: Option<Length>,
     /// The refractory period grows to this share of the mean of the last 8 RR intervals (default 0.3; 0: fixed).
     pub refractory_rr: Option<f64>,
-    /// ... but no longer than this (default 300 ms).
+    /// ... but no longer than this (default 300 ms, or `refractory` if that is longer).
     pub refractory_max: Option<Length>,
     /// `bradycardia` alarm below this mean rate (bpm).
     pub brady_bpm: Option<f64>,
@@ -320,10 +320,13 @@ impl BeatsKeys {
                     .into(),
             ));
         }
-        let refractory_max = self
-            .refractory_max
-            .unwrap_or(Length::Seconds(DEFAULT_REFRACTORY_MAX_S))
-            .samples(rate);
+        // an explicit refractory-max must not undercut refractory; the default yields to a longer refractory
+        let refractory_max = match self.refractory_max {
+            Some(l) => l.samples(rate),
+            None => Length::Seconds(DEFAULT_REFRACTORY_MAX_S)
+                .samples(rate)
+                .max(refractory),
+        };
         if refractory_max < refractory {
             return Err((
                 "refractory-max",
@@ -557,6 +560,31 @@ mod tests {
             ..adaptive
         };
         assert_eq!(pick_beats(&p, &capped).len(), 17);
+    }
+
+    #[test]
+    fn refractory_max_defaults_to_300_ms_or_the_refractory_period() {
+        let keys = BeatsKeys::default();
+        let p = keys.resolve(360).expect("defaults resolve").params;
+        assert_eq!(
+            (p.refractory, p.refractory_rr, p.refractory_max),
+            (72, 0.3, 108)
+        );
+        let long = BeatsKeys {
+            refractory: Some(Length::Seconds(0.4)),
+            ..keys
+        };
+        assert_eq!(
+            long.resolve(360).expect("resolves").params.refractory_max,
+            144
+        );
+        let short_max = BeatsKeys {
+            refractory_max: Some(Length::Seconds(0.3)),
+            ..long
+        };
+        let (key, msg) = short_max.resolve(360).expect_err("refused");
+        assert_eq!(key, "refractory-max");
+        assert!(msg.contains("108") && msg.contains("144"), "{msg}");
     }
 
     #[test]
