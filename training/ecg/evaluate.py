@@ -149,6 +149,13 @@ def match(ref: np.ndarray, det: np.ndarray, tol: int = TOL) -> tuple[int, int, i
     return tp, len(ref) - tp, len(det) - tp
 
 
+def match_record(n: int, ref: np.ndarray, det: np.ndarray) -> tuple[int, int, int]:
+    """match() on a simulated record of n samples, ignoring its first and last second (start-up of the causal model,
+    beats cut at the end)."""
+    edge = ecgsim.RATE
+    return match(ref[(ref >= edge) & (ref < n - edge)], det[(det >= edge) & (det < n - edge)])
+
+
 def scores(tp: int, fn: int, fp: int) -> dict:
     tp, fn, fp = int(tp), int(fn), int(fp)
     return {"tp": tp, "fn": fn, "fp": fp,
@@ -182,15 +189,12 @@ def simulated(sess, sim: int = 2, pick=pick_beats, detect=None, seed: int = SEED
     (for the established detectors)."""
     buckets = {"all": np.zeros(3, dtype=int), "low": np.zeros(3, dtype=int), "medium": np.zeros(3, dtype=int),
                "high": np.zeros(3, dtype=int)}
-    edge = ecgsim.RATE  # ignore the first and last second (start-up of the causal model, cut beats at the end)
     digest = hashlib.sha256()
     worst = []  # records with 3 or more errors, for the model card's account of where the errors are
     for i, (y, p, level) in enumerate(simulated_records(seed, sim)):
         records_digest(digest, y, p)
         det = pick(probabilities(sess, y)) if detect is None else detect(y)
-        keep_r = p[(p >= edge) & (p < len(y) - edge)]
-        keep_d = det[(det >= edge) & (det < len(y) - edge)]
-        m = np.asarray(match(keep_r, keep_d))
+        m = np.asarray(match_record(len(y), p, det))
         buckets["all"] += m
         buckets["low" if level < 0.3 else "medium" if level < 0.6 else "high"] += m
         if m[1] + m[2] >= 3:

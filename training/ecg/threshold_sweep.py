@@ -39,14 +39,8 @@ USAGE = ("usage: threshold_sweep.py MODEL[:DELAY] ... [thresholds=T,T,...] [refr
 
 
 def per_record(beats: list[np.ndarray], sets: list[tuple[np.ndarray, np.ndarray]]) -> list[list[int]]:
-    """(tp, fn, fp) of each record, ignoring the first and last second as evaluate.simulated does."""
-    edge = ecgsim.RATE
-    counts = []
-    for det, (y, p) in zip(beats, sets):
-        keep_r = p[(p >= edge) & (p < len(y) - edge)]
-        keep_d = det[(det >= edge) & (det < len(y) - edge)]
-        counts.append(list(ev.match(keep_r, keep_d)))
-    return counts
+    """(tp, fn, fp) of each record, as evaluate.simulated counts them."""
+    return [list(ev.match_record(len(y), p, det)) for det, (y, p) in zip(beats, sets)]
 
 
 def r_amplitude(y: np.ndarray, p: np.ndarray) -> float:

@@ -251,7 +251,8 @@ def main() -> None:
           f"window {WINDOW}, PVCs {({None: f'v{SIM}', 0: 'v2/v3'}).get(PVCS, f'v{PVCS}')}, high-noise share "
           f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}, simulator v{SIM}, T-wave weight {T_WEIGHT}"
           + (f", reshaped T-wave share {T_SHARE}" if SIM >= 4 else "")
-          + (f", gain log-uniform {LOG_GAIN[0]}-{LOG_GAIN[1]}" if LOG_GAIN else ", gain uniform 0.3-3"))
+          + (f", gain log-uniform {LOG_GAIN[0]}-{LOG_GAIN[1]}" if LOG_GAIN else ", gain uniform 0.3-3")
+          + (", portable numerics" if suffix else ""))
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = int(args.get("steps", STEPS))
@@ -276,7 +277,7 @@ def main() -> None:
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
             "dilations": list(DILATIONS), "window": WINDOW, "steps": steps, "batch": BATCH, "records": records,
             "high_noise_share": HIGH_NOISE_SHARE, "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS,
-            "t_weight": T_WEIGHT, "seed": seed, "log_gain": LOG_GAIN, **({"t_share": T_SHARE} if SIM >= 4 else {}),
+            "t_weight": T_WEIGHT, "seed": seed, "log_gain": LOG_GAIN, "portable": bool(suffix), **({"t_share": T_SHARE} if SIM >= 4 else {}),
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
