@@ -444,3 +444,109 @@ fn daemon_runs_a_cnn_stage_on_a_wav_file() {
     // 16000 samples, window 512, hop 64: 243 windows.
     assert_eq!(scores, 243, "{text:.400}");
 }
+
+#[test]
+fn a_wake_word_gates_the_other_detections() {
+    // Every label's threshold at the median of its scores, no hysteresis or refractory time: many detections of
+    // each. With `wake-word`, a detection of x or y is reported only within `listen` of the latest z or reported
+    // command, as a plain filter over the ungated detections (in the order the stage reports them) gives it.
+    let base = format!(
+        "name = \"det\"\nmodel = \"{}\"\nwindow = 256\nhop = 32\nlabels = [\"x\", \"y\", \"z\"]",
+        model("gmp")
+    );
+    let x = noise(256 + 32 * 200);
+    let mut st = build(&config(&base));
+    let scores: Vec<Vec<f32>> = run(st.as_mut(), &x, 100)
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Scores { scores, .. } => Some(scores.clone()),
+            _ => None,
+        })
+        .collect();
+    let median = |k: usize| {
+        let mut v: Vec<f32> = scores.iter().map(|s| s[k]).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let detect = format!(
+        "{base}\nthreshold = {:?}\nthresholds = {{ y = {:?}, z = {:?} }}\nhysteresis = 0.0\nrefractory = 0\n\
+         emit-scores = false",
+        median(0),
+        median(1),
+        median(2)
+    );
+    let detections = |extra: &str| -> Vec<(u64, String)> {
+        let mut st = build(&config(&format!("{detect}\n{extra}")));
+        let got: Vec<(u64, String)> = run(st.as_mut(), &x, 77)
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::Detection { label, .. } => (e.sample, label.clone()),
+                other => panic!("not a detection: {other:?}"),
+            })
+            .collect();
+        // The same stage after reset listens for the wake word again from the start.
+        st.reset();
+        let again: Vec<u64> = run(st.as_mut(), &x, 64).iter().map(|e| e.sample).collect();
+        assert_eq!(again, got.iter().map(|d| d.0).collect::<Vec<_>>());
+        got
+    };
+    let all = detections("");
+    let listen = 32 * 4;
+    let mut until = None::<u64>;
+    let want: Vec<(u64, String)> = all
+        .iter()
+        .filter(|(t, label)| {
+            let open = label == "z" || until.is_some_and(|u| *t <= u);
+            if open {
+                until = Some(t + listen);
+            }
+            open
+        })
+        .cloned()
+        .collect();
+    let commands = |d: &[(u64, String)]| d.iter().filter(|(_, l)| l != "z").count();
+    assert!(
+        commands(&want) >= 3 && commands(&want) + 3 <= commands(&all),
+        "the gate should keep some commands and drop others: {} of {}",
+        commands(&want),
+        commands(&all)
+    );
+    let gated = detections(&format!(
+        "wake-word = {{ label = \"z\", listen = {listen} }}"
+    ));
+    assert_eq!(gated, want);
+    // The wake word's own detections are all reported.
+    let wakes = |d: &[(u64, String)]| d.iter().filter(|(_, l)| l == "z").count();
+    assert_eq!(wakes(&gated), wakes(&all));
+
+    let err = |extra: &str| check_error(&format!("{detect}\n{extra}"));
+    let e = err("wake-word = { label = \"w\" }");
+    assert!(
+        e.contains("stage[0].wake-word.label: `w` is not one of the labels (x, y, z)"),
+        "{e}"
+    );
+    let e = check_error(&format!(
+        "{base}\nthreshold = 0.5\ndetect = [\"x\"]\nwake-word = {{ label = \"z\" }}"
+    ));
+    assert!(
+        e.contains("stage[0].wake-word.label: `z` is not in `detect`"),
+        "{e}"
+    );
+    let e = err("wake-word = { label = \"z\", listen = 16 }");
+    assert!(
+        e.contains("stage[0].wake-word.listen: must be one hop (32 samples) to 1 hour"),
+        "{e}"
+    );
+    let e = check_error(&format!("{base}\nwake-word = {{ label = \"z\" }}"));
+    assert!(e.contains("stage[0].wake-word: needs a `threshold`"), "{e}");
+    let text = format!(
+        "[source]\nkind = \"synth\"\nsignal = \"noise\"\n\n[[stage]]\nkind = \"cnn\"\n{detect}\nwake-word = {{ label = \"z\", after = 1 }}\n"
+    );
+    let e = ConfigFile::parse(Path::new("cnn-test.toml"), text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown field `after`, expected `label` or `listen`"),
+        "{e}"
+    );
+}

@@ -38,6 +38,17 @@ pub enum CnnEvents {
     Beats,
 }
 
+/// `wake-word = { label = "hey_sigflow", listen = "10s" }`: the other detected labels (the commands) are reported
+/// only while the stage listens, that is within `listen` of the latest wake word or reported command.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CnnWakeWord {
+    /// The label that opens listening; its own detections are always reported.
+    pub label: String,
+    /// How long the stage listens after the wake word or a reported command (default 10 s).
+    pub listen: Option<Length>,
+}
+
 /// `kind = "cnn"`.
 ///
 /// Beat detector example (`models/ecg_beats.onnx`): `rate = 360`, `window = 1080` (≥ the model's 1023-sample
@@ -89,6 +100,9 @@ pub struct CnnStageConfig {
     /// hop; default: the latest hop alone). A real keyword holds its score while it stays in the window, where a
     /// chance match in ordinary talk often lasts a few hops; the mean waits for it.
     pub smooth: Option<Length>,
+    /// Report the other detected labels only after this wake word (see [`CnnWakeWord`]). A command said on its own
+    /// is then ignored, and so is a chance match in ordinary talk unless the wake word was heard just before.
+    pub wake_word: Option<CnnWakeWord>,
     /// A detected label re-arms when its score falls below `threshold - hysteresis` (default 0.1).
     #[serde(default = "default_hysteresis")]
     pub hysteresis: f32,
@@ -123,6 +137,9 @@ fn default_hysteresis() -> f32 {
 fn default_refractory() -> Length {
     Length::Seconds(0.5)
 }
+fn default_listen() -> Length {
+    Length::Seconds(10.0)
+}
 
 /// Everything `check` and `build` derive from the config.
 struct Resolved {
@@ -138,6 +155,8 @@ struct Resolved {
     beats: Option<BeatsSettings>,
     /// Hops the detection score is averaged over (1: none).
     smooth_hops: usize,
+    /// The wake word's label index and how long the stage listens after it (samples).
+    wake: Option<(usize, u64)>,
 }
 
 fn key_path(index: usize) -> impl Fn(&str) -> Vec<Key> {
@@ -391,6 +410,52 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
             n.round() as usize
         }
     };
+    let wake = match &cfg.wake_word {
+        None => None,
+        Some(w) => {
+            let at_w = |k: &str| {
+                vec![
+                    Key::from("stage"),
+                    Key::Index(index),
+                    Key::from("wake-word"),
+                    Key::from(k),
+                ]
+            };
+            if beats_mode {
+                return Err(cf.error_at(&at("wake-word"), "not used with `events = \"beats\"`"));
+            }
+            if cfg.threshold.is_none() {
+                return Err(cf.error_at(
+                    &at("wake-word"),
+                    "needs a `threshold` (it gates detections)",
+                ));
+            }
+            let Some(i) = labels.iter().position(|l| l == &w.label) else {
+                return Err(cf.error_at(
+                    &at_w("label"),
+                    format!(
+                        "`{}` is not one of the labels ({})",
+                        w.label,
+                        labels.join(", ")
+                    ),
+                ));
+            };
+            if cfg.detect.as_ref().is_some_and(|d| !d.contains(&w.label)) {
+                return Err(cf.error_at(
+                    &at_w("label"),
+                    format!("`{}` is not in `detect`, so it is never heard", w.label),
+                ));
+            }
+            let listen = w.listen.unwrap_or_else(default_listen).samples(rate);
+            if listen < hop_samples || listen > 3600 * rate as u64 {
+                return Err(cf.error_at(
+                    &at_w("listen"),
+                    format!("must be one hop ({hop_samples} samples) to 1 hour"),
+                ));
+            }
+            Some((i, listen))
+        }
+    };
     Ok(Resolved {
         rate,
         graph,
@@ -402,6 +467,7 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
         labels,
         beats,
         smooth_hops,
+        wake,
     })
 }
 
@@ -444,6 +510,9 @@ pub struct CnnStage {
     smoothed: Vec<f32>,
     armed: Vec<bool>,
     last_detection: Vec<Option<u64>>,
+    /// `wake-word`: the wake word's label, how long the stage listens after it, and until when it listens now.
+    wake: Option<(usize, u64)>,
+    listening_until: Option<u64>,
     emit_scores: bool,
     beats: Option<BeatEvents>,
     window_samples: u64,
@@ -505,6 +574,8 @@ impl CnnStage {
             smoothed: vec![0.0; n],
             armed: vec![true; n],
             last_detection: vec![None; n],
+            wake: r.wake,
+            listening_until: None,
             emit_scores: cfg.emit_scores.unwrap_or(r.beats.is_none()),
             beats: r.beats.map(|b| BeatEvents::new(b, r.rate)),
             window_samples: r.window_samples,
@@ -581,14 +652,35 @@ impl CnnStage {
                 if self.armed[i] && s >= th {
                     let ready = self.last_detection[i].is_none_or(|t| end >= t + self.refractory);
                     if ready {
-                        out.push(Event::new(
-                            &self.name,
-                            end,
-                            EventKind::Detection {
-                                label: self.labels[i].clone(),
-                                score: s,
-                            },
-                        ));
+                        // The wake word gates what is reported, not the detection itself: a command heard while
+                        // the stage does not listen still takes its refractory time and must re-arm.
+                        let report = match self.wake {
+                            None => true,
+                            Some((w, listen)) => {
+                                let open = i == w || self.listening_until.is_some_and(|u| end <= u);
+                                if open {
+                                    self.listening_until = Some(end + listen);
+                                } else {
+                                    tracing::debug!(
+                                        stage = %self.name,
+                                        label = %self.labels[i],
+                                        score = s,
+                                        "detection ignored: no wake word before it"
+                                    );
+                                }
+                                open
+                            }
+                        };
+                        if report {
+                            out.push(Event::new(
+                                &self.name,
+                                end,
+                                EventKind::Detection {
+                                    label: self.labels[i].clone(),
+                                    score: s,
+                                },
+                            ));
+                        }
                         self.last_detection[i] = Some(end);
                         self.armed[i] = false;
                     }
@@ -640,6 +732,7 @@ impl Stage for CnnStage {
         }
         self.armed.iter_mut().for_each(|a| *a = true);
         self.last_detection.iter_mut().for_each(|t| *t = None);
+        self.listening_until = None;
         self.seen = 0;
     }
 }
