@@ -51,6 +51,9 @@ HYSTERESIS = 0.1
 SMOOTH = 10  # hops: configs/default.toml's smooth = "100ms"
 # (smooth hops, wake-word threshold) of the settings compared at THRESHOLD
 SETTINGS = ((1, None), (SMOOTH, None), (1, 0.8), (1, 0.9), (1, 0.95), (SMOOTH, 0.9), (20, 0.9))
+LISTEN = 10.0  # s: the `cnn` stage's wake-word `listen` in configs/default.toml
+# wake-word thresholds compared with the wake-word gate (the commands at THRESHOLD, all labels smoothed over SMOOTH)
+GATED_WAKE = (0.7, 0.8, 0.85, 0.9, 0.95)
 HOP = 160
 PS = HERE.parent / "work/real/ps/usr/share/pocketsphinx/test/data"
 ALSA = Path("/usr/share/sounds/alsa")
@@ -126,7 +129,25 @@ def detect(ps: np.ndarray, threshold: float, smooth: int = SMOOTH,
                     last, armed = t, False
             elif not armed and col[i] < th - HYSTERESIS:
                 armed = True
-    return sorted(out)
+    # in the order the stage reports them: by time, then label (what gate() relies on)
+    return sorted(out, key=lambda d: (d[0], LABELS.index(d[1])))
+
+
+def gate(streams: list[tuple[list, int]], listen: float = LISTEN) -> list[list]:
+    """The `cnn` stage's `wake-word` rule over recordings heard one after the other as one stream: a detection
+    of a command is kept only within `listen` s of the latest wake word or kept command. `streams`: (detections
+    of one recording, as detect() gives them, its length in hops); gives the kept detections of each."""
+    out, until, offset = [], None, 0
+    for dets, hops in streams:
+        kept = []
+        for d in dets:
+            t = offset + round(d[0] * RATE / HOP)  # hops since the start of the stream
+            if d[1] == WAKE_WORD or (until is not None and t <= until):
+                kept.append(d)
+                until = t + round(listen * RATE / HOP)
+        out.append(kept)
+        offset += hops
+    return out
 
 
 _JOB: dict = {}
@@ -139,16 +160,36 @@ def _job_probs(i: int) -> np.ndarray:
 
 
 # Probability traces by recording name (option traces=PATH, an .npz written by an earlier run of the same model):
-# taken from there when present, else computed.
+# taken from there when present, else computed. WAKE_TRACES: the same for the wake_model= option's model.
 TRACES: dict[str, np.ndarray] = {}
+WAKE_TRACES: dict[str, np.ndarray] = {}
+# wake_model=PATH: the wake word's probability comes from this model, the other labels' from model= (a candidate
+# that runs both side by side); None: from model= alone
+WAKE_MODEL: list[Path] = []
 
 
 def many_probs(model: Path, arrays: list[np.ndarray], workers: int, names: list[str]) -> list[np.ndarray]:
-    """stream_probs() of every array, in `workers` processes (each its own one-thread session: the same numbers as
-    one process gives); traces already in TRACES (under the same name, of the same length) are not computed again."""
+    """stream_probs() of every array (with wake_model=, the wake word's column from that model's), in `workers`
+    processes (each its own one-thread session: the same numbers as one process gives); traces already in TRACES
+    (under the same name, of the same length) are not computed again."""
+    ps = model_probs(model, arrays, workers, names, TRACES)
+    if not WAKE_MODEL:
+        return ps
+    qs = model_probs(WAKE_MODEL[0], arrays, workers, names, WAKE_TRACES)
+    k = LABELS.index(WAKE_WORD)
+    out = []
+    for p, q in zip(ps, qs):
+        p = p.copy()
+        p[:, k] = q[:, k]
+        out.append(p)
+    return out
+
+
+def model_probs(model: Path, arrays: list[np.ndarray], workers: int, names: list[str],
+                cache: dict[str, np.ndarray]) -> list[np.ndarray]:
     import multiprocessing
 
-    todo = [i for i in range(len(arrays)) if names[i] not in TRACES]
+    todo = [i for i in range(len(arrays)) if names[i] not in cache]
     _JOB.clear()
     _JOB.update(model=model, arrays=arrays)
     if workers == 1:
@@ -159,8 +200,8 @@ def many_probs(model: Path, arrays: list[np.ndarray], workers: int, names: list[
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             done = pool.map(_job_probs, todo, chunksize=1)
     for i, p in zip(todo, done):
-        TRACES[names[i]] = p
-    return [TRACES[n] for n in names]
+        cache[names[i]] = p
+    return [cache[n] for n in names]
 
 
 def prompts(lang: str) -> list[tuple[str, np.ndarray, set[str]]]:
@@ -187,7 +228,7 @@ def prompts(lang: str) -> list[tuple[str, np.ndarray, set[str]]]:
     return out
 
 
-def held_out(sess) -> dict:
+def held_out(sess, wake_sess=None) -> dict:
     index, clips = train.load_corpus()
     test = [r for r in index if r["held_out"]]
     rng = np.random.default_rng(7)
@@ -204,7 +245,12 @@ def held_out(sess) -> dict:
                 p_sig = np.mean(x[np.abs(x) > 0] ** 2)
                 x = x + train.colored_noise(rng, len(x)) * np.sqrt(p_sig / 10 ** (snr / 10))
             y = train.label_of(r["word"])
-            guess = int(np.argmax(probs(sess, train.features(x))))
+            f = train.features(x)
+            p = probs(sess, f)
+            if wake_sess is not None:
+                k = LABELS.index(WAKE_WORD)
+                p[k] = probs(wake_sess, f)[k]
+            guess = int(np.argmax(p))
             conf[y, guess] += 1
             g = (f"{r['engine']} {r['voice']}" if (r["engine"], r["voice"]) in synth.HELD_OUT
                  else f"espeak variant {r['variant']}")
@@ -278,15 +324,74 @@ def real_traces(model: Path, workers: int) -> dict:
             "truth": truth}
 
 
+def wake_traces(model: Path, workers: int) -> dict:
+    """Traces for the wake-word threshold: each held-out synthesised "hey sigflow" (synth.HELD_OUT voices) streamed
+    on its own, clean and with noise at 10-30 dB SNR (peak 0.3, as in held_out()), and the synthesised running
+    speech of synth_running.py (training voices, no keyword; the bundled recipe never trained on it)."""
+    index, clips = train.load_corpus()
+    wake = [r for r in index if r["held_out"] and r["word"] == WAKE_WORD]
+    rng = np.random.default_rng(13)
+    clean, noisy = [], []
+    for r in wake:
+        x = clips[r["file"]]
+        x = x / (np.abs(x).max() + 1e-9) * 0.3
+        clean.append(x)
+        p_sig = np.mean(x[np.abs(x) > 0] ** 2)
+        noisy.append(x + train.colored_noise(rng, len(x)) * np.sqrt(p_sig / 10 ** (rng.uniform(10, 30) / 10)))
+    names = [r["file"] for r in wake]
+    running_index = HERE / "work/running.json"
+    if not running_index.is_file():
+        sys.exit(f"evaluate.py: {running_index} missing; make it with training/kws/synth_running.py")
+    takes = json.loads(running_index.read_text())
+    running = [np.load(HERE / "work/running" / r["file"]).astype(np.float64) for r in takes]
+    return {
+        "clean": many_probs(model, clean, workers, [f"wake/{n}" for n in names]),
+        "noisy": many_probs(model, noisy, workers, [f"wake_noisy/{n}" for n in names]),
+        "running": [(set(r["text"].lower().split()), p) for r, p in
+                    zip(takes, many_probs(model, running, workers, [f"running/{r['file']}" for r in takes]))],
+        "running_seconds": sum(len(x) for x in running) / RATE,
+    }
+
+
+def wake_threshold(model: Path, workers: int) -> dict:
+    """By wake-word threshold (commands at THRESHOLD, SMOOTH hops): the share of held-out synthesised wake words
+    detected, and the false wake words per hour on synthesised running speech."""
+    d = wake_traces(model, workers)
+    out = {}
+    for w in GATED_WAKE:
+        found = {cond: sum(any(lab == WAKE_WORD for _, lab, _ in detect(ps, THRESHOLD, SMOOTH, w)) for ps in d[cond])
+                 for cond in ("clean", "noisy")}
+        false = [lab for words, ps in d["running"] for _, lab, _ in detect(ps, THRESHOLD, SMOOTH, w)
+                 if lab not in words]
+        wakes = sum(lab == WAKE_WORD for lab in false)
+        out[str(w)] = {
+            "held_out_wake_words": len(d["clean"]),
+            "recall_clean": round(found["clean"] / len(d["clean"]), 3),
+            "recall_noisy": round(found["noisy"] / len(d["noisy"]), 3),
+            "running_speech_seconds": round(d["running_seconds"], 1),
+            "running_speech_false_wake_words": wakes,
+            "running_speech_false_wake_words_per_hour": round(wakes / d["running_seconds"] * 3600, 2),
+            "running_speech_false_commands_ungated": len(false) - wakes,
+        }
+    return out
+
+
 def real(model: Path, workers: int) -> dict:
     d = real_traces(model, workers)
     pos_probs, speech_probs, speech_seconds = d["pos"], d["speech"], d["speech_seconds"]
     bg_probs, bg_seconds, prompt_probs, prompt_seconds = d["bg"], d["bg_seconds"], d["prompts"], d["prompt_seconds"]
     demo_probs, truth = d["demo"], d["truth"]
 
-    def score(thr: float, smooth: int, wake: float | None) -> dict:
+    def score(thr: float, smooth: int, wake: float | None, listen: float | None = None) -> dict:
+        """`listen`: with the wake-word gate (gate()), each set of recordings heard as one stream; recall on the
+        real keyword takes stays ungated (none of them has a wake word before it: what a command said within
+        `listen` of one gives)."""
+        def dets(items):  # detections of each trace of `items`, gated as one stream when `listen` is given
+            found = [detect(ps, thr, smooth, wake) for ps in items]
+            return gate([(d, len(ps)) for d, ps in zip(found, items)], listen) if listen else found
+
         # the bundled demo: a keyword counts when detected between its start and 1 s after its end
-        det = detect(demo_probs, thr, smooth, wake)
+        det = dets([demo_probs])[0]
         used = set()
         demo_hits = 0
         for a, b, lab in truth:
@@ -302,19 +407,20 @@ def real(model: Path, workers: int) -> dict:
             recall.append({"file": path.name, "word": word, "detected": any(lab == word for _, lab, _ in det),
                            "detections": det})
         false_speech = []
-        for name, words, ps in speech_probs:
-            for t, label, p in detect(ps, thr, smooth, wake):
+        for (name, words, _), found in zip(speech_probs, dets([ps for _, _, ps in speech_probs])):
+            for t, label, p in found:
                 if label.replace("hey_sigflow", "sigflow") not in words:
                     false_speech.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
         false_bg = []
-        for name, ps in bg_probs:
-            for t, label, p in detect(ps, thr, smooth, wake):
+        for (name, _), found in zip(bg_probs, dets([ps for _, ps in bg_probs])):
+            for t, label, p in found:
                 false_bg.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
-        by_lang = {}
+        by_lang, prompt_dets = {}, {}
         for lang, v in prompt_probs.items():
             false = []
-            for name, words, ps in v:
-                for t, label, p in detect(ps, thr, smooth, wake):
+            prompt_dets[lang] = dets([ps for _, _, ps in v])
+            for (name, words, _), found in zip(v, prompt_dets[lang]):
+                for t, label, p in found:
                     if label.replace("hey_sigflow", "sigflow") not in words:
                         false.append({"file": name, "time": t, "label": label, "p": round(p, 3)})
             by_lang[lang] = {"count": len(false), "seconds": prompt_seconds[lang],
@@ -322,8 +428,8 @@ def real(model: Path, workers: int) -> dict:
         prompt_false = sum(r["count"] for r in by_lang.values())
         prompt_total = sum(prompt_seconds.values())
         in_sentences = []
-        for name, words, ps in prompt_probs["en"]:
-            labels = {lab for _, lab, _ in detect(ps, thr, smooth, wake)}
+        for (name, words, _), found in zip(prompt_probs["en"], prompt_dets["en"]):
+            labels = {lab for _, lab, _ in found}
             in_sentences += [{"file": name, "word": k, "detected": k in labels} for k in KEYWORDS if k in words]
         found = sum(r["detected"] for r in in_sentences)
         hits = sum(r["detected"] for r in recall)
@@ -360,8 +466,23 @@ def real(model: Path, workers: int) -> dict:
                                                    for e in v["events"]),
             "false_accepts_prompts_per_hour": r["false_accepts_prompts"]["per_hour"],
         }
-    return {"by_threshold": by_threshold, "settings": settings, "smooth_hops": SMOOTH, "hysteresis": HYSTERESIS,
-            "refractory_s": REFRACTORY}
+    gated = {}
+    for wake in GATED_WAKE:
+        r = score(THRESHOLD, SMOOTH, wake, LISTEN)
+        gated[str(wake)] = {
+            "threshold": THRESHOLD, "smooth_hops": SMOOTH, "wake_threshold": wake, "listen_s": LISTEN,
+            "demo_hits": r["demo_speech_with_keywords"]["hits"],
+            "demo_other": r["demo_speech_with_keywords"]["other_detections"],
+            "recall_real_ungated": r["recall_real"]["hits"],
+            "false_accepts_real_speech": r["false_accepts_real_speech"]["count"],
+            "false_accepts_background": r["false_accepts_background"]["count"],
+            "false_accepts_prompts": r["false_accepts_prompts"]["count"],
+            "false_accepts_prompts_per_hour": r["false_accepts_prompts"]["per_hour"],
+            "false_accepts_prompts_events": [dict(e, language=lang) for lang, v in
+                                             r["false_accepts_prompts"]["by_language"].items() for e in v["events"]],
+        }
+    return {"by_threshold": by_threshold, "settings": settings, "wake_word_gate": gated, "smooth_hops": SMOOTH,
+            "hysteresis": HYSTERESIS, "refractory_s": REFRACTORY}
 
 
 def main():
@@ -369,7 +490,8 @@ def main():
     out=PATH (default training/kws/metrics.json), workers=N (processes for the streaming runs, default 2; the
     numbers do not depend on it), traces=PATH (an .npz of every real recording's probability trace: written after
     the run, and read at the start when it exists, so that a second run with other detection settings skips the
-    model runs)."""
+    model runs), wake_model=PATH (the wake word's probability from this model, the rest from model=) with
+    wake_traces=PATH (that model's traces, as traces= for model=)."""
     args = {}
     workers = 2
     for a in sys.argv[1:]:
@@ -377,25 +499,38 @@ def main():
         if key == "workers" and eq and value.isdigit() and int(value) >= 1:
             workers = int(value)
             continue
-        if not eq or key not in ("model", "out", "traces"):
+        if not eq or key not in ("model", "out", "traces", "wake_model", "wake_traces"):
             sys.exit(f"evaluate.py: bad argument {a!r}; usage: evaluate.py [model=PATH] [out=PATH] [workers=N] "
-                     "[traces=PATH]")
+                     "[traces=PATH] [wake_model=PATH [wake_traces=PATH]]")
         args[key] = Path(value)
+    if "wake_traces" in args and "wake_model" not in args:
+        sys.exit("evaluate.py: wake_traces= needs wake_model=")
     model = args.get("model", ROOT / "models/kws.onnx")
-    if not model.is_file():
-        sys.exit(f"evaluate.py: model {model}: no such file")
-    digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    traces = args.get("traces")
-    if traces is not None and traces.is_file():
-        with np.load(traces) as z:
-            if str(z["model_sha256"]) != digest:
-                sys.exit(f"evaluate.py: {traces} holds the traces of another model (sha256 {z['model_sha256']}, "
-                         f"not {digest}); remove it or name another file")
-            TRACES.update({k: z[k] for k in z.files if k != "model_sha256"})
+    wake_model = args.get("wake_model")
+    digests = {}
+    for m in (model, wake_model):
+        if m is not None:
+            if not m.is_file():
+                sys.exit(f"evaluate.py: model {m}: no such file")
+            digests[m] = hashlib.sha256(m.read_bytes()).hexdigest()
+    caches = [(args.get("traces"), model, TRACES), (args.get("wake_traces"), wake_model, WAKE_TRACES)]
+    for traces, m, cache in caches:
+        if traces is not None and traces.is_file():
+            with np.load(traces) as z:
+                if str(z["model_sha256"]) != digests[m]:
+                    sys.exit(f"evaluate.py: {traces} holds the traces of another model (sha256 {z['model_sha256']}, "
+                             f"not {digests[m]} of {m}); remove it or name another file")
+                cache.update({k: z[k] for k in z.files if k != "model_sha256"})
+    if wake_model is not None:
+        WAKE_MODEL.append(wake_model)
     sess = session(model)
-    out = {"held_out_voices": held_out(sess), "real_recordings": real(model, workers)}
-    if traces is not None:
-        np.savez(traces, model_sha256=np.array(digest), **TRACES)
+    out = {"held_out_voices": held_out(sess, session(wake_model) if wake_model else None),
+           "real_recordings": real(model, workers), "wake_word_threshold": wake_threshold(model, workers)}
+    for traces, m, cache in caches:
+        if traces is not None:
+            np.savez(traces, model_sha256=np.array(digests[m]), **cache)
+    if wake_model is not None:
+        out["wake_model"] = str(wake_model)
     if "model" in args:
         out["model"] = str(model)
     args.get("out", HERE / "metrics.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -417,6 +552,14 @@ def main():
         print(f"threshold {r['threshold']} {name}: demo {r['demo_hits']}/6 (+{r['demo_other']}), real recall "
               f"{r['recall_real']}/7, prompts {r['false_accepts_prompts']} false accepts "
               f"({r['false_accepts_prompts_wake_word']} the wake word, {r['false_accepts_prompts_per_hour']} per hour)")
+    for wake, r in out["real_recordings"]["wake_word_gate"].items():
+        v = out["wake_word_threshold"][wake]
+        print(f"wake-word gate, listen {r['listen_s']} s, wake word at {wake}: demo {r['demo_hits']}/6 "
+              f"(+{len(r['demo_other'])}), prompts {r['false_accepts_prompts']} false accepts "
+              f"({r['false_accepts_prompts_per_hour']} per hour), real speech {r['false_accepts_real_speech']}, "
+              f"background {r['false_accepts_background']}; held-out wake words found {v['recall_clean']} clean, "
+              f"{v['recall_noisy']} noisy; synthesised running speech {v['running_speech_false_wake_words']} false "
+              f"wake words in {v['running_speech_seconds']} s ({v['running_speech_false_wake_words_per_hour']}/h)")
     print("labels:", LABELS)
     print("confusion (held-out voices, clean, rows = truth):")
     for lab, row in zip(LABELS, h["clean"]["confusion"]):
