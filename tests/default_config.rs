@@ -184,3 +184,79 @@ fn kws_exact_streaming_equals_full_window_on_the_recording() {
     assert!(de >= 4, "the keyword spotter detects keywords ({de})");
     assert_eq!(de, df);
 }
+
+/// The keyword spotter as configs/default.toml sets it up (threshold 0.7, `smooth = "100ms"`, refractory 1 s),
+/// with `extra` keys; its detections on the bundled recording as (label, time s).
+fn kws_detections(extra: &str) -> Vec<(String, f64)> {
+    let text = format!(
+        "[source]\nkind = \"wav\"\npath = \"audio/speech_with_keywords.wav\"\n\n[[stage]]\nkind = \"cnn\"\n\
+         name = \"kws\"\nmodel = \"models/kws.onnx\"\nrate = 16000\nfront-end = \"log-mel\"\nn-mels = 40\n\
+         n-fft = 400\nmel-hop = 160\nwindow = 16000\nhop = 160\nthreshold = 0.7\nsmooth = \"100ms\"\n\
+         refractory = \"1s\"\nemit-scores = false\n\
+         labels = [\"background\", \"unknown\", \"yes\", \"no\", \"up\", \"down\", \"left\", \"right\", \"on\", \
+         \"off\", \"stop\", \"go\", \"hey_sigflow\"]\n\
+         detect = [\"yes\", \"no\", \"up\", \"down\", \"left\", \"right\", \"on\", \"off\", \"stop\", \"go\", \
+         \"hey_sigflow\"]\n{extra}\n"
+    );
+    let cf = ConfigFile::parse(&root().join("test.toml"), text).expect("parses");
+    let StageConfig::Cnn(c) = &cf.config.stages[0] else {
+        panic!("not a cnn stage")
+    };
+    sigflow::cnn::stage::check(c, &cf, 0).expect("checks");
+    let mut st = sigflow::cnn::stage::build(c, &cf).expect("builds");
+    let mut r = hound::WavReader::open(root().join("audio/speech_with_keywords.wav"))
+        .expect("bundled speech opens");
+    let x: Vec<f32> = r
+        .samples::<i16>()
+        .map(|s| s.expect("sample") as f32 / 32768.0)
+        .collect();
+    let mut out = vec![];
+    for b in x.chunks(4000) {
+        st.push(b, &mut out);
+    }
+    st.finish(&mut out);
+    out.iter()
+        .map(|e| match &e.kind {
+            EventKind::Detection { label, .. } => (label.clone(), e.sample as f64 / 16000.0),
+            other => panic!("not a detection: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn the_wake_word_gate_on_the_recording_gives_evaluate_py_figures() {
+    // training/kws/metrics.json, `wake_word_gate`: what evaluate.py's gate() reports for the bundled demo with
+    // `wake-word = { label = "hey_sigflow", listen = "10s" }` at each wake-word threshold.
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("training/kws/metrics.json")).expect("metrics.json"),
+    )
+    .expect("JSON");
+    let ungated = kws_detections("");
+    let labels: Vec<&str> = ungated.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["hey_sigflow", "left", "stop", "go", "hey_sigflow", "yes"]
+    );
+    for wake in ["0.7", "0.9"] {
+        let m = &metrics["real_recordings"]["wake_word_gate"][wake];
+        assert_eq!(m["listen_s"], 10.0);
+        let gated = kws_detections(&format!(
+            "thresholds = {{ hey_sigflow = {wake} }}\nwake-word = {{ label = \"hey_sigflow\", listen = \"10s\" }}"
+        ));
+        let hits = m["demo_hits"].as_u64().expect("demo_hits") as usize;
+        let other = m["demo_other"].as_array().expect("demo_other").len();
+        assert_eq!(gated.len(), hits + other, "wake word at {wake}: {gated:?}");
+        // what the gate keeps, a command only within 10 s of the latest wake word or kept command
+        let mut until = None::<f64>;
+        for (label, t) in &gated {
+            assert!(
+                label == "hey_sigflow" || until.is_some_and(|u| *t <= u + 1e-9),
+                "{label} at {t} s reported without a wake word: {gated:?}"
+            );
+            until = Some(t + 10.0);
+        }
+    }
+    // At 0.7 the gate drops only the last "yes", 10.2 s after the second wake word.
+    let gated = kws_detections("wake-word = { label = \"hey_sigflow\", listen = \"10s\" }");
+    assert_eq!(gated, ungated[..5]);
+}
