@@ -113,9 +113,13 @@ fn default_config_prints_vad_segments_and_keywords() {
 }
 
 fn kws_stage(mode: &str) -> Box<dyn sigflow::Stage> {
+    kws_model_stage("models/kws.onnx", mode)
+}
+
+fn kws_model_stage(model: &str, mode: &str) -> Box<dyn sigflow::Stage> {
     let text = format!(
         "[source]\nkind = \"wav\"\npath = \"audio/speech_with_keywords.wav\"\n\n[[stage]]\nkind = \"cnn\"\n\
-         name = \"kws\"\nmodel = \"models/kws.onnx\"\nrate = 16000\nfront-end = \"log-mel\"\nn-mels = 40\n\
+         name = \"kws\"\nmodel = \"{model}\"\nrate = 16000\nfront-end = \"log-mel\"\nn-mels = 40\n\
          n-fft = 400\nmel-hop = 160\nwindow = 16000\nhop = 160\nmode = \"{mode}\"\nthreshold = 0.7\n"
     );
     let cf = ConfigFile::parse(&root().join("test.toml"), text).expect("parses");
@@ -188,9 +192,13 @@ fn kws_exact_streaming_equals_full_window_on_the_recording() {
 /// The keyword spotter as configs/default.toml sets it up (threshold 0.7, `smooth = "100ms"`, refractory 1 s),
 /// with `extra` keys; its detections on the bundled recording as (label, time s).
 fn kws_detections(extra: &str) -> Vec<(String, f64)> {
+    kws_model_detections("models/kws.onnx", extra)
+}
+
+fn kws_model_detections(model: &str, extra: &str) -> Vec<(String, f64)> {
     let text = format!(
         "[source]\nkind = \"wav\"\npath = \"audio/speech_with_keywords.wav\"\n\n[[stage]]\nkind = \"cnn\"\n\
-         name = \"kws\"\nmodel = \"models/kws.onnx\"\nrate = 16000\nfront-end = \"log-mel\"\nn-mels = 40\n\
+         name = \"kws\"\nmodel = \"{model}\"\nrate = 16000\nfront-end = \"log-mel\"\nn-mels = 40\n\
          n-fft = 400\nmel-hop = 160\nwindow = 16000\nhop = 160\nthreshold = 0.7\nsmooth = \"100ms\"\n\
          refractory = \"1s\"\nemit-scores = false\n\
          labels = [\"background\", \"unknown\", \"yes\", \"no\", \"up\", \"down\", \"left\", \"right\", \"on\", \
@@ -259,4 +267,70 @@ fn the_wake_word_gate_on_the_recording_gives_evaluate_py_figures() {
     // At 0.7 the gate drops only the last "yes", 10.2 s after the second wake word.
     let gated = kws_detections("wake-word = { label = \"hey_sigflow\", listen = \"10s\" }");
     assert_eq!(gated, ungated[..5]);
+    // configs/live-mic.toml's spotter and gate: training/kws/metrics_wake.json (evaluate.py wake_model=...)
+    let wake: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("training/kws/metrics_wake.json"))
+            .expect("metrics_wake.json"),
+    )
+    .expect("JSON");
+    let m = &wake["real_recordings"]["wake_word_gate"]["0.7"];
+    let gated = kws_model_detections(
+        "models/kws_wake.onnx",
+        "wake-word = { label = \"hey_sigflow\", listen = \"10s\" }",
+    );
+    let labels: Vec<&str> = gated.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(labels, ["hey_sigflow", "left", "stop", "go", "hey_sigflow"]);
+    assert_eq!(m["demo_hits"], 5);
+    assert_eq!(m["demo_other"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn kws_wake_exact_streaming_equals_full_window_on_the_recording() {
+    // models/kws_wake.onnx (configs/live-mic.toml): the bundled spotter and the running-speech ensemble side by
+    // side, the wake word's probability from the second; over the first 15 s of the recording.
+    let mut r = hound::WavReader::open(root().join("audio/speech_with_keywords.wav"))
+        .expect("bundled speech opens");
+    let x: Vec<f32> = r
+        .samples::<i16>()
+        .take(15 * 16000)
+        .map(|s| s.expect("sample") as f32 / 32768.0)
+        .collect();
+    let (exact, _) = scores(
+        kws_model_stage("models/kws_wake.onnx", "exact").as_mut(),
+        &x,
+        999,
+    );
+    let (full, _) = scores(
+        kws_model_stage("models/kws_wake.onnx", "full").as_mut(),
+        &x,
+        16000,
+    );
+    let (plain, _) = scores(kws_stage("exact").as_mut(), &x, 999);
+    assert_eq!(exact.len(), 1401);
+    assert_eq!(exact.len(), full.len());
+    let mut worst = 0.0f32;
+    let (mut same, mut wake_differs) = (0.0f32, 0.0f32);
+    for (((te, se), (tf, sf)), (_, sp)) in exact.iter().zip(&full).zip(&plain) {
+        assert_eq!(te, tf);
+        for (a, b) in se.iter().zip(sf) {
+            worst = worst.max((a - b).abs());
+        }
+        // the first 12 labels are the bundled spotter's; the wake word is another model's
+        for (a, b) in se[..12].iter().zip(&sp[..12]) {
+            same = same.max((a - b).abs());
+        }
+        wake_differs = wake_differs.max((se[12] - sp[12]).abs());
+    }
+    assert!(
+        worst < 1e-4,
+        "exact streaming differs from full windows by {worst}"
+    );
+    assert!(
+        same < 1e-5,
+        "the commands differ from models/kws.onnx's by {same}"
+    );
+    assert!(
+        wake_differs > 0.05,
+        "the wake word is models/kws.onnx's ({wake_differs})"
+    );
 }
