@@ -14,6 +14,16 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The bundled recording (16 kHz mono) as samples in [-1, 1).
+fn demo_samples() -> Vec<f32> {
+    let mut r = hound::WavReader::open(root().join("audio/speech_with_keywords.wav"))
+        .expect("bundled speech opens");
+    assert_eq!(r.spec().sample_rate, 16_000);
+    r.samples::<i16>()
+        .map(|s| s.expect("sample") as f32 / 32768.0)
+        .collect()
+}
+
 /// (start s, end s, label) of the keywords in the bundled recording.
 fn keywords() -> Vec<(f64, f64, String)> {
     let text = std::fs::read_to_string(root().join("audio/speech_with_keywords.tsv"))
@@ -156,13 +166,7 @@ fn scores(
 
 #[test]
 fn kws_exact_streaming_equals_full_window_on_the_recording() {
-    let mut r = hound::WavReader::open(root().join("audio/speech_with_keywords.wav"))
-        .expect("bundled speech opens");
-    assert_eq!(r.spec().sample_rate, 16_000);
-    let x: Vec<f32> = r
-        .samples::<i16>()
-        .map(|s| s.expect("sample") as f32 / 32768.0)
-        .collect();
+    let x = demo_samples();
     let (exact, de) = scores(kws_stage("exact").as_mut(), &x, 1234);
     let (full, df) = scores(kws_stage("full").as_mut(), &x, 16000);
     // one score vector per 10 ms hop over the 41 s recording
@@ -212,12 +216,7 @@ fn kws_model_detections(model: &str, extra: &str) -> Vec<(String, f64)> {
     };
     sigflow::cnn::stage::check(c, &cf, 0).expect("checks");
     let mut st = sigflow::cnn::stage::build(c, &cf).expect("builds");
-    let mut r = hound::WavReader::open(root().join("audio/speech_with_keywords.wav"))
-        .expect("bundled speech opens");
-    let x: Vec<f32> = r
-        .samples::<i16>()
-        .map(|s| s.expect("sample") as f32 / 32768.0)
-        .collect();
+    let x = demo_samples();
     let mut out = vec![];
     for b in x.chunks(4000) {
         st.push(b, &mut out);
@@ -288,24 +287,19 @@ fn the_wake_word_gate_on_the_recording_gives_evaluate_py_figures() {
 fn kws_wake_exact_streaming_equals_full_window_on_the_recording() {
     // models/kws_wake.onnx (configs/live-mic.toml): the bundled spotter and the running-speech ensemble side by
     // side, the wake word's probability from the second; over the first 15 s of the recording.
-    let mut r = hound::WavReader::open(root().join("audio/speech_with_keywords.wav"))
-        .expect("bundled speech opens");
-    let x: Vec<f32> = r
-        .samples::<i16>()
-        .take(15 * 16000)
-        .map(|s| s.expect("sample") as f32 / 32768.0)
-        .collect();
+    let all = demo_samples();
+    let x = &all[..15 * 16000];
     let (exact, _) = scores(
         kws_model_stage("models/kws_wake.onnx", "exact").as_mut(),
-        &x,
+        x,
         999,
     );
     let (full, _) = scores(
         kws_model_stage("models/kws_wake.onnx", "full").as_mut(),
-        &x,
+        x,
         16000,
     );
-    let (plain, _) = scores(kws_stage("exact").as_mut(), &x, 999);
+    let (plain, _) = scores(kws_stage("exact").as_mut(), x, 999);
     assert_eq!(exact.len(), 1401);
     assert_eq!(exact.len(), full.len());
     let mut worst = 0.0f32;

@@ -358,16 +358,18 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
             ));
         }
     }
-    if let Some(per_label) = &cfg.thresholds {
+    // Keys that shape detections: not with beats, and only beside a `threshold`.
+    let detection_key = |key: &str, why: &str| -> Result<()> {
         if beats_mode {
-            return Err(cf.error_at(&at("thresholds"), "not used with `events = \"beats\"`"));
+            return Err(cf.error_at(&at(key), "not used with `events = \"beats\"`"));
         }
         if cfg.threshold.is_none() {
-            return Err(cf.error_at(
-                &at("thresholds"),
-                "needs a `threshold` (the one of the labels not named here)",
-            ));
+            return Err(cf.error_at(&at(key), format!("needs a `threshold` ({why})")));
         }
+        Ok(())
+    };
+    if let Some(per_label) = &cfg.thresholds {
+        detection_key("thresholds", "the one of the labels not named here")?;
         for (l, t) in per_label {
             if !labels.contains(l) {
                 return Err(cf.error_at(
@@ -393,13 +395,8 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
     }
     let smooth_hops = match cfg.smooth {
         None => 1,
-        Some(_) if beats_mode => {
-            return Err(cf.error_at(&at("smooth"), "not used with `events = \"beats\"`"));
-        }
-        Some(_) if cfg.threshold.is_none() => {
-            return Err(cf.error_at(&at("smooth"), "needs a `threshold` (it smooths detections)"));
-        }
         Some(len) => {
+            detection_key("smooth", "it smooths detections")?;
             let n = len.samples(rate) as f64 / hop_samples as f64;
             if !(1.0..=10_000.0).contains(&n) {
                 return Err(cf.error_at(
@@ -421,15 +418,7 @@ fn resolve(cfg: &CnnStageConfig, cf: &ConfigFile, index: usize) -> Result<Resolv
                     Key::from(k),
                 ]
             };
-            if beats_mode {
-                return Err(cf.error_at(&at("wake-word"), "not used with `events = \"beats\"`"));
-            }
-            if cfg.threshold.is_none() {
-                return Err(cf.error_at(
-                    &at("wake-word"),
-                    "needs a `threshold` (it gates detections)",
-                ));
-            }
+            detection_key("wake-word", "it gates detections")?;
             let Some(i) = labels.iter().position(|l| l == &w.label) else {
                 return Err(cf.error_at(
                     &at_w("label"),
