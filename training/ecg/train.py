@@ -56,10 +56,12 @@ T_WEIGHT = 4.0  # loss weight of label-0 samples in each beat's T-wave region (1
 LOG_GAIN = None  # gain of the training windows: None as the evaluation draws it (uniform 0.3-3), or (low, high)
 PVCS = 0  # PVC drawing of the training windows: None (as the simulator version SIM), 2, 3, or 0 (each window v2 or v3)
 T_REGION = (0.10, 0.45)  # s after an R peak counted as its T-wave region (stops 60 ms before the next R peak)
+LOC_WEIGHT = 0.0  # weight of the localisation loss (0: off; see beat_windows)
+LOC_SPAN = 0.25  # s either side of an R peak among which the localisation loss asks the R's outputs to stand out
 RECORDS = 300  # simulated clean records of 60 s in the training bank
 STEPS = 4200  # optimiser steps of BATCH windows
 OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "t_share",
-           "delay", "levels", "window", "pvcs", "seed", "gain", "portable", "out")
+           "delay", "levels", "window", "pvcs", "seed", "gain", "portable", "loc_weight", "out")
 
 
 class CausalConv(nn.Module):
@@ -115,8 +117,8 @@ def make_bank(rng: np.random.Generator, records: int, seconds: float):
 
 def sample_batch(rng, bank, batch: int, t_rng=None):
     """`t_rng`: the own generator of simulator v4's T-wave reshaping (used only when SIM >= 4)."""
-    xs, ys, ws = [], [], []
-    for _ in range(batch):
+    xs, ys, ws, beats = [], [], [], []
+    for i in range(batch):
         x, p = bank[rng.integers(len(bank))]
         a = int(rng.integers(0, len(x) - WINDOW))
         pk = p[(p >= a) & (p < a + WINDOW)] - a
@@ -132,8 +134,52 @@ def sample_batch(rng, bank, batch: int, t_rng=None):
         xs.append(ecgsim.distort(rng, seg, level=level, log_gain=LOG_GAIN))
         ys.append(ecgsim.target(pk, WINDOW, DELAY, HALF_WIDTH))
         ws.append(t_wave_weight(pk, ys[-1]))
+        if LOC_WEIGHT > 0:
+            beats.append(beat_windows(pk, i))
+    loc = beat_index(np.concatenate(beats)) if beats else None
     return (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None]),
-            torch.from_numpy(np.stack(ws)[:, None]))
+            torch.from_numpy(np.stack(ws)[:, None]), loc)
+
+
+def beat_windows(peaks: np.ndarray, row: int) -> np.ndarray:
+    """Rows (row, first, end, centre) of output positions for the localisation loss: for each beat whose labelled
+    outputs lie in the window, the outputs within LOC_SPAN of its R peak (shifted by DELAY), but no nearer to a
+    neighbouring beat than half the way. Draws no random numbers."""
+    span = int(LOC_SPAN * ecgsim.RATE)
+    out = []
+    for j, p in enumerate(peaks):
+        c = int(p) + DELAY
+        if c - HALF_WIDTH < 0 or c + HALF_WIDTH >= WINDOW:
+            continue
+        lo, hi = max(0, c - span), min(WINDOW, c + span + 1)
+        if j > 0:
+            lo = max(lo, (int(peaks[j - 1]) + int(p)) // 2 + DELAY + 1)
+        if j + 1 < len(peaks):
+            hi = min(hi, (int(p) + int(peaks[j + 1])) // 2 + DELAY + 1)
+        out.append((row, lo, hi, c))
+    return np.array(out, dtype=np.int64).reshape(-1, 4)
+
+
+def beat_index(rows: np.ndarray):
+    """Gather indices into the flattened [batch, WINDOW] outputs, with masks of the valid and the labelled ones."""
+    k = 2 * int(LOC_SPAN * ecgsim.RATE) + 1
+    pos = rows[:, 1:2] + np.arange(k)[None, :]
+    valid = pos < rows[:, 2:3]
+    label = np.abs(pos - rows[:, 3:4]) <= HALF_WIDTH
+    idx = rows[:, 0:1] * WINDOW + np.minimum(pos, WINDOW - 1)
+    return torch.from_numpy(idx), torch.from_numpy(valid), torch.from_numpy(label & valid)
+
+
+def localisation_loss(logits: torch.Tensor, loc) -> torch.Tensor:
+    """Per beat, -log of the share of the softmax over its window's outputs that falls on its labelled outputs:
+    small when the R peak's outputs stand above every other deflection of the same beat, whatever their level."""
+    idx, valid, label = loc
+    if idx.shape[0] == 0:
+        return logits.sum() * 0.0
+    g = logits.reshape(-1)[idx]
+    every = torch.logsumexp(g.masked_fill(~valid, float("-inf")), dim=1)
+    on_r = torch.logsumexp(g.masked_fill(~label, float("-inf")), dim=1)
+    return (every - on_r).mean()
 
 
 def t_wave_weight(peaks: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -172,14 +218,14 @@ def main() -> None:
             sys.exit(f"train.py: bad argument {a!r}; options are key=value with key in {', '.join(OPTIONS)}")
         args[key] = value
     for key, value in args.items():
-        number = float if key in ("high_noise_share", "pvc_windows", "t_weight", "t_share") else int
+        number = float if key in ("high_noise_share", "pvc_windows", "t_weight", "t_share", "loc_weight") else int
         if key not in ("out", "gain"):
             try:
                 number(value)
             except ValueError:
                 sys.exit(f"train.py: {key}={value!r}: not {'a number' if number is float else 'an integer'}")
     global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM, T_WEIGHT, T_SHARE  # overridable for experiments
-    global DELAY, DILATIONS, RECEPTIVE_FIELD, WINDOW, PVCS, LOG_GAIN
+    global DELAY, DILATIONS, RECEPTIVE_FIELD, WINDOW, PVCS, LOG_GAIN, LOC_WEIGHT
     if "gain" in args:  # gain=LOW,HIGH: log-uniform gain of the training windows
         try:
             lo, hi = (float(v) for v in args["gain"].split(","))
@@ -220,6 +266,9 @@ def main() -> None:
     T_WEIGHT = float(args.get("t_weight", T_WEIGHT))
     if T_WEIGHT <= 0:
         sys.exit(f"train.py: t_weight={T_WEIGHT}: must be > 0")
+    LOC_WEIGHT = float(args.get("loc_weight", LOC_WEIGHT))
+    if LOC_WEIGHT < 0:
+        sys.exit(f"train.py: loc_weight={LOC_WEIGHT}: must be >= 0")
     records = int(args.get("records", RECORDS))
     # seed= redraws the initial weights and the training windows with their T-wave reshaping; the simulated
     # records stay those of seed 0 (so the cache is shared), and seed 0, the default, is the bundled model's run
@@ -252,7 +301,8 @@ def main() -> None:
           f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}, simulator v{SIM}, T-wave weight {T_WEIGHT}"
           + (f", reshaped T-wave share {T_SHARE}" if SIM >= 4 else "")
           + (f", gain log-uniform {LOG_GAIN[0]}-{LOG_GAIN[1]}" if LOG_GAIN else ", gain uniform 0.3-3")
-          + (", portable numerics" if suffix else ""))
+          + (", portable numerics" if suffix else "")
+          + (f", localisation loss weight {LOC_WEIGHT}" if LOC_WEIGHT > 0 else ""))
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = int(args.get("steps", STEPS))
@@ -260,24 +310,28 @@ def main() -> None:
     lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(8.0))
     model.train()
     for step in range(steps):
-        x, y, w = sample_batch(rng, bank, BATCH, t_rng)
+        x, y, w, loc = sample_batch(rng, bank, BATCH, t_rng)
+        z = model.logits(x)
         if T_WEIGHT == 1.0:
-            loss = lossf(model.logits(x), y)
+            loss = lossf(z, y)
         else:
-            loss = nn.functional.binary_cross_entropy_with_logits(model.logits(x), y, weight=w,
-                                                                  pos_weight=lossf.pos_weight)
+            loss = nn.functional.binary_cross_entropy_with_logits(z, y, weight=w, pos_weight=lossf.pos_weight)
+        if loc is not None:
+            loc_loss = localisation_loss(z, loc)
+            loss = loss + LOC_WEIGHT * loc_loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         if step % 50 == 0 or step == steps - 1:
-            print(f"step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)", flush=True)
+            extra = f" (localisation {loc_loss.item():.4f})" if loc is not None else ""
+            print(f"step {step} loss {loss.item():.4f}{extra} ({time.time() - t0:.0f} s)", flush=True)
     out = Path(args.get("out", ROOT / "models" / "ecg_beats.onnx"))
     export(model, out)
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
             "dilations": list(DILATIONS), "window": WINDOW, "steps": steps, "batch": BATCH, "records": records,
             "high_noise_share": HIGH_NOISE_SHARE, "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS,
-            "t_weight": T_WEIGHT, "seed": seed, "log_gain": LOG_GAIN, "portable": bool(suffix), **({"t_share": T_SHARE} if SIM >= 4 else {}),
+            "t_weight": T_WEIGHT, "loc_weight": LOC_WEIGHT, "seed": seed, "log_gain": LOG_GAIN, "portable": bool(suffix), **({"t_share": T_SHARE} if SIM >= 4 else {}),
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
