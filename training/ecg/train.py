@@ -166,8 +166,10 @@ def beat_index(rows: np.ndarray):
     pos = rows[:, 1:2] + np.arange(k)[None, :]
     valid = pos < rows[:, 2:3]
     label = np.abs(pos - rows[:, 3:4]) <= HALF_WIDTH
+    label &= valid
+    keep = label.any(axis=1)  # a beat whose labelled outputs its neighbour's half-way cut off would give -log 0
     idx = rows[:, 0:1] * WINDOW + np.minimum(pos, WINDOW - 1)
-    return torch.from_numpy(idx), torch.from_numpy(valid), torch.from_numpy(label & valid)
+    return torch.from_numpy(idx[keep]), torch.from_numpy(valid[keep]), torch.from_numpy(label[keep])
 
 
 def localisation_loss(logits: torch.Tensor, loc) -> torch.Tensor:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import resample_poly
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -75,18 +76,19 @@ def recordings(lang: str) -> list[tuple[str, np.ndarray]]:
             x = x.mean(axis=1)
         if rate != 8000:
             sys.exit(f"blind_prompts.py: {path}: {rate} Hz, expected 8000")
-        from scipy.signal import resample_poly
-
         out.append((name, resample_poly(x, 2, 1)))
     return out
 
 
 def main() -> None:
-    args = dict(a.partition("=")[::2] for a in sys.argv[1:])
-    unknown = set(args) - {"model", "out", "workers", "traces"}
-    if unknown:
-        sys.exit(f"blind_prompts.py: unknown option(s) {', '.join(sorted(unknown))}; options: model= out= workers= "
-                 "traces=")
+    args = {}
+    for a in sys.argv[1:]:
+        key, eq, value = a.partition("=")
+        if not eq or not value or key not in ("model", "out", "workers", "traces"):
+            sys.exit(f"blind_prompts.py: bad argument {a!r}; options: model=PATH out=PATH workers=N traces=PATH")
+        args[key] = value
+    if not args.get("workers", "2").isdigit() or int(args.get("workers", "2")) < 1:
+        sys.exit(f"blind_prompts.py: workers={args['workers']!r}: want a whole number >= 1")
     model = Path(args.get("model", ROOT / "models/kws_wake.onnx"))
     out_path = Path(args.get("out", HERE / "metrics_blind.json"))
     workers = int(args.get("workers", "2"))
