@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""What one simulated evaluation record looks like, and where a model's marks on it fall.
+
+    training/work/venv/bin/python training/ecg/inspect_records.py [set=confirmation] [records=2,22] \
+        [model=models/ecg_beats.onnx]
+
+For each record of evaluate.py's set (first, confirmation or third) it prints the heart rate and ECGSYN's P/Q/R/S/T
+amplitudes (ai) and widths (bi) that ecgsim.clean_record drew, the local extrema of the median clean beat around
+the labelled R peaks (ms from the label, height relative to the R), and the offsets of the model's beats that lie
+more than 50 ms from every label (evaluate.py's own peak picking). The records are the ones metrics.json scores.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import evaluate as ev  # noqa: E402  (sets the portable numerics environment before numpy loads)
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+import ecgsim  # noqa: E402
+
+SETS = {"first": ev.SEED, "confirmation": ev.CONFIRMATION_SEED, "third": ev.THIRD_SEED}
+HALF = 108  # samples (300 ms) either side of a label in the median beat
+
+
+def main() -> None:
+    args = {}
+    for a in sys.argv[1:]:
+        key, eq, value = a.partition("=")
+        if not eq or not value or key not in ("set", "records", "model"):
+            sys.exit(f"inspect_records.py: bad argument {a!r}; options: set=first|confirmation|third "
+                     "records=N,N model=PATH")
+        args[key] = value
+    name = args.get("set", "confirmation")
+    if name not in SETS:
+        sys.exit(f"inspect_records.py: set={name!r}: one of {', '.join(SETS)}")
+    try:
+        wanted = sorted({int(v) for v in args.get("records", "2,22").split(",")})
+    except ValueError:
+        sys.exit(f"inspect_records.py: records={args['records']!r}: want record numbers 0-39, e.g. records=2,22")
+    if not all(0 <= i < 40 for i in wanted):
+        sys.exit(f"inspect_records.py: records={args['records']!r}: record numbers are 0-39")
+    model = Path(args.get("model", ev.ROOT / "models/ecg_beats.onnx"))
+    if not model.is_file():
+        sys.exit(f"inspect_records.py: model={model}: no such file")
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+
+    draws = []  # the keyword arguments of every nk.ecg_simulate call, in order
+    simulate = ecgsim.nk.ecg_simulate
+
+    def recording(**kw):
+        draws.append(kw)
+        return simulate(**kw)
+
+    ecgsim.nk.ecg_simulate = recording
+    # the same draws as evaluate.simulated_records, keeping each clean record as well
+    rng = np.random.default_rng(SETS[name])
+    for i in range(max(wanted) + 1):
+        clean, p0 = ecgsim.clean_record(rng, 60, version=2)
+        x, p = ecgsim.add_pvcs(rng, clean, p0, version=2)
+        level = float(rng.uniform(0, 1))
+        y = ecgsim.distort(rng, x, level=level)
+        if i not in wanted:
+            continue
+        kw = draws[-1]
+        print(f"{name} record {i}: {kw['heart_rate']:.1f} bpm, {kw['method']}, noise level {level:.2f}")
+        if kw["method"] == "ecgsyn":
+            print(f"  ai (P Q R S T) {np.round(kw['ai'], 2).tolist()}, bi {np.round(kw['bi'], 3).tolist()}")
+        segs = [clean[q - HALF:q + HALF + 1] for q in p0 if q - HALF >= 0 and q + HALF < len(clean)]
+        m = np.median(np.array(segs), axis=0)
+        m = m / max(abs(m[HALF]), 1e-9)
+        ext = [(round((j - HALF) / ecgsim.RATE * 1000), round(float(m[j]), 2)) for j in range(1, 2 * HALF)
+               if (m[j] > m[j - 1] and m[j] >= m[j + 1]) or (m[j] < m[j - 1] and m[j] <= m[j + 1])]
+        print(f"  median clean beat, extrema (ms from the label, height / R): {ext}")
+        det = np.asarray(ev.pick_beats(ev.probabilities(sess, y)))
+        off = np.array([d - p[np.argmin(np.abs(p - d))] for d in det]) / ecgsim.RATE * 1000
+        far = np.sort(off[np.abs(off) > ev.TOL / ecgsim.RATE * 1000]).round().astype(int).tolist()
+        print(f"  {len(p)} labels, {len(det)} beats; beats more than 50 ms from every label, ms: {far}")
+
+
+if __name__ == "__main__":
+    main()
