@@ -1,7 +1,8 @@
 """Simulated ECG with exact R-peak labels for training and testing the beat detector.
 
 Clean records come from neurokit2's ECGSYN model (random heart rate, variability and P-Q-R-S-T morphology) or its
-wavelet model; the R peak of every beat is located on the clean signal. Augmentation then adds what real leads
+wavelet model; the R peak of every beat is located on the clean signal (for ECGSYN records in evaluate.py, from the
+model's own phase: see clean_record's `labels`). Augmentation then adds what real leads
 show: premature ventricular beats (wide, tall, either polarity, with compensatory timing), polarity and gain
 changes, baseline offset and wander, muscle noise, power-line hum and motion artefacts. Labels move with the
 beats; noise never changes them.
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 import neurokit2 as nk
+import scipy.integrate
 
 RATE = 360
 VERSION = 2  # bumped when the clean records or their labels change (train.py caches them under this name)
@@ -49,25 +51,75 @@ VERSION = 2  # bumped when the clean records or their labels change (train.py ca
 CLEAN_VERSION = {1: 1, 2: 2, 3: 2, 4: 2}  # the version whose clean records (and labels) each version uses
 
 
-def clean_record(rng: np.random.Generator, seconds: float, version: int = VERSION) -> tuple[np.ndarray, np.ndarray]:
-    """One clean single-lead record in mV and the sample indices of its R peaks."""
+def clean_record(rng: np.random.Generator, seconds: float, version: int = VERSION,
+                 labels: str = "detector") -> tuple[np.ndarray, np.ndarray]:
+    """One clean single-lead record in mV and the sample indices of its R peaks. labels="detector" (train.py's
+    records) finds the R peaks on the clean signal (r_peaks_of_clean); labels="phase" (evaluate.py's, since
+    2026-12-07) takes an ECGSYN record's R peaks from the model's own phase (ecgsyn_r_peaks), so that a P or T
+    wave as tall as the R wave cannot take its label, nor a fast rhythm lose its labels to the detector. The draws of
+    the record itself are the same either way; later draws (PVCs, noise, the next records) follow the labels' number.
+    """
+    if labels not in ("detector", "phase"):
+        raise ValueError(f"labels={labels!r}: 'detector' or 'phase'")
     hr = float(rng.uniform(38, 190))
     seed = int(rng.integers(1 << 30))
+    phase = None
     if rng.random() < 0.85:
         ai = np.array([1.2, -5, 30, -7.5, 0.75]) * rng.uniform([0.2, 0.0, 0.5, 0.0, -1.5], [2.5, 3.0, 1.5, 4.0, 2.5])
         bi = np.array([0.25, 0.1, 0.1, 0.1, 0.4]) * rng.uniform([0.6, 0.7, 0.7, 0.7, 0.6], [1.5, 2.0, 2.2, 2.0, 1.6])
-        x = nk.ecg_simulate(duration=seconds, sampling_rate=RATE, heart_rate=hr,
-                            heart_rate_std=float(rng.uniform(0.5, 8.0)), method="ecgsyn", noise=0,
-                            random_state=seed, ai=tuple(ai), bi=tuple(bi))
+        x, phase = ecgsyn_with_phase(duration=seconds, sampling_rate=RATE, heart_rate=hr,
+                                     heart_rate_std=float(rng.uniform(0.5, 8.0)), method="ecgsyn", noise=0,
+                                     random_state=seed, ai=tuple(ai), bi=tuple(bi))
     else:
         x = nk.ecg_simulate(duration=seconds, sampling_rate=RATE, heart_rate=min(hr, 150), method="simple",
                             noise=0, random_state=seed)
     x = np.asarray(x, dtype=np.float64)
     x = x - np.median(x)
-    peaks = r_peaks_of_clean(x, version)
+    if labels == "phase" and phase is not None:
+        peaks = ecgsyn_r_peaks(x, phase)
+    else:
+        peaks = r_peaks_of_clean(x, version)
     r_amp = np.median(x[peaks]) if len(peaks) else 1.0
     x = x / max(abs(r_amp), 1e-3)  # R amplitude 1 (gain is set by augmentation)
     return x, peaks
+
+
+def ecgsyn_with_phase(**kw) -> tuple[np.ndarray, np.ndarray]:
+    """nk.ecg_simulate(method="ecgsyn", **kw) and, per output sample, the phase of ECGSYN's limit cycle (radians;
+    the R wave's Gaussian is centred on phase 0). neurokit2 does not return the trajectory, so the ODE solver's
+    result is kept as it passes by; the signal is the same as without it."""
+    solve = scipy.integrate.solve_ivp
+    results = []
+
+    def keeping(*a, **k):
+        r = solve(*a, **k)
+        results.append(r)
+        return r
+
+    scipy.integrate.solve_ivp = keeping
+    try:
+        x = np.asarray(nk.ecg_simulate(**kw), dtype=np.float64)
+    finally:
+        scipy.integrate.solve_ivp = solve
+    if len(results) != 1 or results[0].y.shape[1] < len(x):
+        raise RuntimeError("ecgsyn_with_phase: neurokit2's ECGSYN did not integrate one trajectory of the record's "
+                           "length (another neurokit2 version?)")
+    y = results[0].y
+    return x, np.arctan2(y[1], y[0])[:len(x)]  # one lead, internal rate = output rate: sample i is step i
+
+
+def ecgsyn_r_peaks(x: np.ndarray, phase: np.ndarray) -> np.ndarray:
+    """R peaks of an ECGSYN record from its phase: at each upward crossing of phase 0 (the R wave's centre), the
+    local maximum of the signal nearest to it within ±40 ms (the crossing itself if there is none)."""
+    up = np.flatnonzero((phase[:-1] < 0) & (phase[1:] >= 0) & (np.abs(phase[1:]) < 1.0)) + 1
+    w = int(0.04 * RATE)
+    out = []
+    for c in up:
+        a, b = max(1, c - w), min(len(x) - 1, c + w + 1)
+        s = x[a:b]
+        local = a + np.flatnonzero((s >= x[a - 1:b - 1]) & (s >= x[a + 1:b + 1]))
+        out.append(int(local[np.argmin(np.abs(local - c))]) if len(local) else int(c))
+    return np.unique(np.asarray(out, dtype=np.int64))
 
 
 def r_peaks_of_clean(x: np.ndarray, version: int = VERSION) -> np.ndarray:

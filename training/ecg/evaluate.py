@@ -167,11 +167,15 @@ CONFIRMATION_SEED = 20261203  # 40 more, first scored after the bundled model's 
 THIRD_SEED = 20261207  # 40 more, first scored after the RR-dependent refractory period had been chosen
 
 
-def simulated_records(seed: int = SEED, sim: int = 2):
-    """The 40 simulated records of one set, in order, as (signal, R peaks, noise level)."""
+def simulated_records(seed: int = SEED, sim: int = 2, labels: str = "phase"):
+    """The 40 simulated records of one set, in order, as (signal, R peaks, noise level). The R peaks of ECGSYN
+    records come from the simulator's phase (ecgsim.clean_record labels="phase"). Until 2026-12-07 they came from a
+    detector on the clean signal (labels="detector" still makes those sets), which put 13 labels of confirmation
+    record 2 on P waves as tall as the R waves and missed every beat of some fast records; the number of labels
+    steers later draws, so each set's records differ from the first such record on (models/ecg_beats.md)."""
     rng = np.random.default_rng(seed)
     for _ in range(40):
-        x, p = ecgsim.clean_record(rng, 60, version=min(sim, 2))
+        x, p = ecgsim.clean_record(rng, 60, version=min(sim, 2), labels=labels)
         x, p = ecgsim.add_pvcs(rng, x, p, version=sim)
         level = float(rng.uniform(0, 1))
         yield ecgsim.distort(rng, x, level=level), p, level

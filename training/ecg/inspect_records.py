@@ -59,7 +59,7 @@ def main() -> None:
     # the same draws as evaluate.simulated_records, keeping each clean record as well
     rng = np.random.default_rng(SETS[name])
     for i in range(max(wanted) + 1):
-        clean, p0 = ecgsim.clean_record(rng, 60, version=2)
+        clean, p0 = ecgsim.clean_record(rng, 60, version=2, labels="phase")
         x, p = ecgsim.add_pvcs(rng, clean, p0, version=2)
         level = float(rng.uniform(0, 1))
         y = ecgsim.distort(rng, x, level=level)
