@@ -56,7 +56,7 @@ def clean_record(rng: np.random.Generator, seconds: float, version: int = VERSIO
     """One clean single-lead record in mV and the sample indices of its R peaks. labels="detector" (train.py's
     records) finds the R peaks on the clean signal (r_peaks_of_clean); labels="phase" (evaluate.py's, since
     2026-12-07) takes an ECGSYN record's R peaks from the model's own phase (ecgsyn_r_peaks), so that a P or T
-    wave as tall as the R wave cannot take its label, nor a fast rhythm lose its labels to the detector. The draws of
+    wave as tall as the R wave cannot take its label, nor a record lose all its labels to the detector. The draws of
     the record itself are the same either way; later draws (PVCs, noise, the next records) follow the labels' number.
     """
     if labels not in ("detector", "phase"):

@@ -171,7 +171,7 @@ def simulated_records(seed: int = SEED, sim: int = 2, labels: str = "phase"):
     """The 40 simulated records of one set, in order, as (signal, R peaks, noise level). The R peaks of ECGSYN
     records come from the simulator's phase (ecgsim.clean_record labels="phase"). Until 2026-12-07 they came from a
     detector on the clean signal (labels="detector" still makes those sets), which put 13 labels of confirmation
-    record 2 on P waves as tall as the R waves and missed every beat of some fast records; the number of labels
+    record 2 on P waves as tall as the R waves and found no beat at all on some records; the number of labels
     steers later draws, so each set's records differ from the first such record on (models/ecg_beats.md)."""
     rng = np.random.default_rng(seed)
     for _ in range(40):
