@@ -7,7 +7,8 @@
 For each record of evaluate.py's set (first, confirmation or third) it prints the heart rate and ECGSYN's P/Q/R/S/T
 amplitudes (ai) and widths (bi) that ecgsim.clean_record drew, the local extrema of the median clean beat around
 the labelled R peaks (ms from the label, height relative to the R), and the offsets of the model's beats that lie
-more than 50 ms from every label (evaluate.py's own peak picking). The records are the ones metrics.json scores.
+more than 50 ms from every label (evaluate.py's own peak picking), with the time of each and the refractory period
+the picker held when it came. The records are the ones metrics.json scores.
 """
 from __future__ import annotations
 
@@ -79,6 +80,12 @@ def main() -> None:
         off = np.array([d - p[np.argmin(np.abs(p - d))] for d in det]) / ecgsim.RATE * 1000
         far = np.sort(off[np.abs(off) > ev.TOL / ecgsim.RATE * 1000]).round().astype(int).tolist()
         print(f"  {len(p)} labels, {len(det)} beats; beats more than 50 ms from every label, ms: {far}")
+        # when each far beat came and the refractory period the picker held after the beat before it (pick_beats
+        # works on the undelayed outputs: the beats shifted back by DELAY give the same intervals)
+        lines = [f"{det[k] / ecgsim.RATE:.1f} s ({off[k]:+.0f} ms, period "
+                 f"{ev.refractory_window(list(det[:k]), ev.REFRACTORY_RR, ev.REFRACTORY_MAX) / ecgsim.RATE * 1000:.0f} ms)"
+                 for k in range(len(det)) if abs(off[k]) > ev.TOL / ecgsim.RATE * 1000]
+        print(f"  far beats in time order (time, offset from the nearest label, refractory period): {', '.join(lines)}")
 
 
 if __name__ == "__main__":
