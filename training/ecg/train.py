@@ -13,7 +13,8 @@ the pinned versions. The options below are for experiments; without them the run
 the kind of machine it was made on: see models/ecg_beats.md, *Reproducibility across machines*). portable=1 makes
 the simulated records and augmentation with evaluate.py's CPU-independent numerics (portable.py; its own record
 cache), so that they are the same on every x86-64 machine; PyTorch's numerics still depend on the CPU. The bundled
-model was trained without it.
+model was trained without it. labels=phase takes the clean records' R peaks from ECGSYN's phase, as evaluate.py
+does since 2026-12-07, instead of the detector's (its own record cache as well).
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ LOC_SPAN = 0.25  # s either side of an R peak among which the localisation loss 
 RECORDS = 300  # simulated clean records of 60 s in the training bank
 STEPS = 4200  # optimiser steps of BATCH windows
 OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "t_share",
-           "delay", "levels", "window", "pvcs", "seed", "gain", "portable", "loc_weight", "out")
+           "delay", "levels", "window", "pvcs", "seed", "gain", "portable", "loc_weight", "labels", "out")
 
 
 class CausalConv(nn.Module):
@@ -108,10 +109,10 @@ class BeatNet(nn.Module):
         return self.head(h)
 
 
-def make_bank(rng: np.random.Generator, records: int, seconds: float):
+def make_bank(rng: np.random.Generator, records: int, seconds: float, labels: str = "detector"):
     bank = []
     for _ in range(records):
-        bank.append(ecgsim.clean_record(rng, seconds, version=SIM))
+        bank.append(ecgsim.clean_record(rng, seconds, version=SIM, labels=labels))
     return bank
 
 
@@ -221,7 +222,7 @@ def main() -> None:
         args[key] = value
     for key, value in args.items():
         number = float if key in ("high_noise_share", "pvc_windows", "t_weight", "t_share", "loc_weight") else int
-        if key not in ("out", "gain"):
+        if key not in ("out", "gain", "labels"):
             try:
                 number(value)
             except ValueError:
@@ -284,13 +285,19 @@ def main() -> None:
     if args.get("portable", "0") not in ("0", "1"):
         sys.exit(f"train.py: portable={args['portable']!r}: must be 0 or 1")
     suffix = "_portable" if args.get("portable") == "1" else ""
+    # labels=phase: the clean records' R peaks from ECGSYN's phase, as evaluate.py labels its records (ecgsim.py)
+    labels = args.get("labels", "detector")
+    if labels not in ("detector", "phase"):
+        sys.exit(f"train.py: labels={labels!r}: must be detector or phase")
+    if labels == "phase":
+        suffix += "_phase"
     cache = WORK / f"bank_v{ecgsim.CLEAN_VERSION[SIM]}_{records}{suffix}.npz"
     if cache.exists():  # the simulated records depend only on the seed: reuse them between runs
         z = np.load(cache, allow_pickle=True)
         bank = list(zip(z["x"], z["p"]))
         rng = np.random.default_rng(int(z["state"]) if seed == 0 else [int(z["state"]), seed])
     else:
-        bank = make_bank(rng, records=records, seconds=60)
+        bank = make_bank(rng, records=records, seconds=60, labels=labels)
         np.savez(cache, x=np.array([b[0] for b in bank], dtype=object), p=np.array([b[1] for b in bank], dtype=object),
                  state=np.int64(1))
         rng = np.random.default_rng(1 if seed == 0 else [1, seed])
@@ -303,7 +310,7 @@ def main() -> None:
           f"{HIGH_NOISE_SHARE}, windows with PVCs {PVC_WINDOWS}, simulator v{SIM}, T-wave weight {T_WEIGHT}"
           + (f", reshaped T-wave share {T_SHARE}" if SIM >= 4 else "")
           + (f", gain log-uniform {LOG_GAIN[0]}-{LOG_GAIN[1]}" if LOG_GAIN else ", gain uniform 0.3-3")
-          + (", portable numerics" if suffix else "")
+          + (", portable numerics" if "_portable" in suffix else "") + (", phase labels" if labels == "phase" else "")
           + (f", localisation loss weight {LOC_WEIGHT}" if LOC_WEIGHT > 0 else ""))
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -333,7 +340,7 @@ def main() -> None:
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
             "dilations": list(DILATIONS), "window": WINDOW, "steps": steps, "batch": BATCH, "records": records,
             "high_noise_share": HIGH_NOISE_SHARE, "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS,
-            "t_weight": T_WEIGHT, "loc_weight": LOC_WEIGHT, "seed": seed, "log_gain": LOG_GAIN, "portable": bool(suffix), **({"t_share": T_SHARE} if SIM >= 4 else {}),
+            "t_weight": T_WEIGHT, "loc_weight": LOC_WEIGHT, "seed": seed, "log_gain": LOG_GAIN, "portable": "_portable" in suffix, "labels": labels, **({"t_share": T_SHARE} if SIM >= 4 else {}),
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
