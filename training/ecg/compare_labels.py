@@ -3,6 +3,10 @@
 the clean signal (ecgsim.r_peaks_of_clean, train.py's and evaluate.py's before), record by record.
 
     training/work/venv/bin/python training/ecg/compare_labels.py [seeds=20261126,20261203,20261207,20261208,20261209]
+    training/work/venv/bin/python training/ecg/compare_labels.py banks=DETECTOR.npz,PHASE.npz
+
+banks= compares the labels of two of train.py's record caches instead (e.g. training/ecg/work/bank_v2_900_portable.npz
+and bank_v2_900_portable_phase.npz), whole records, edges included.
 
 For each seed (a set of evaluate.py: 40 records of 60 s) every clean record is made twice from the same generator
 state, with either labelling, and the set goes on with the phase labels, as evaluate.simulated_records does; labels in
@@ -34,12 +38,39 @@ def sharpness(x: np.ndarray, at: np.ndarray) -> np.ndarray:
     return -(x[at + 1] - 2 * x[at] + x[at - 1])
 
 
+def compare_banks(detector: Path, phase: Path) -> None:
+    """Label counts of two train.py record caches made with labels=detector and labels=phase."""
+    a, b = (np.load(f, allow_pickle=True)["p"] for f in (detector, phase))
+    if len(a) != len(b):
+        sys.exit(f"compare_labels.py: {detector} has {len(a)} records, {phase} {len(b)}")
+    counts = np.zeros(4, dtype=int)
+    differ = empty = 0
+    for pa, pb in zip(a, b):
+        pa, pb = np.asarray(pa), np.asarray(pb)
+        same = int(np.isin(pa, pb).sum())
+        det_only = sum(1 for q in pa if not len(pb) or np.min(np.abs(pb - q)) > ev.TOL)
+        phase_only = sum(1 for q in pb if not len(pa) or np.min(np.abs(pa - q)) > ev.TOL)
+        c = np.array([same, len(pa) - same - det_only, det_only, phase_only])
+        counts += c
+        differ += int(c[1:].any())
+        empty += int(len(pa) == 0 and len(pb) > 0)
+    print(f"{len(a)} records, {differ} with other labels, {empty} without a detector label: same {counts[0]}, "
+          f"moved 1-50 ms {counts[1]}, detector only {counts[2]}, phase only {counts[3]}")
+
+
 def main() -> None:
     seeds = DEFAULT_SEEDS
     for a in sys.argv[1:]:
         key, eq, value = a.partition("=")
+        if key == "banks" and eq:
+            files = [Path(f) for f in value.split(",")]
+            if len(files) != 2 or not all(f.is_file() for f in files):
+                sys.exit(f"compare_labels.py: banks={value!r}: want two existing .npz files, DETECTOR,PHASE")
+            compare_banks(*files)
+            return
         if key != "seeds" or not eq:
-            sys.exit(f"compare_labels.py: bad argument {a!r}; usage: compare_labels.py [seeds=N,N,...]")
+            sys.exit(f"compare_labels.py: bad argument {a!r}; usage: compare_labels.py [seeds=N,N,...] | "
+                     "banks=DETECTOR.npz,PHASE.npz")
         try:
             seeds = [int(v) for v in value.split(",")]
         except ValueError:
