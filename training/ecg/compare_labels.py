@@ -38,6 +38,15 @@ def sharpness(x: np.ndarray, at: np.ndarray) -> np.ndarray:
     return -(x[at + 1] - 2 * x[at] + x[at - 1])
 
 
+def label_counts(pa: np.ndarray, pb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(same, moved 1-50 ms, detector only, phase only) for detector labels pa and phase labels pb, and the detector
+    labels with no phase label within 50 ms."""
+    same = int(np.isin(pa, pb).sum())
+    det_only = np.array([q for q in pa if not len(pb) or np.min(np.abs(pb - q)) > ev.TOL], dtype=np.int64)
+    phase_only = sum(1 for q in pb if not len(pa) or np.min(np.abs(pa - q)) > ev.TOL)
+    return np.array([same, len(pa) - same - len(det_only), len(det_only), phase_only]), det_only
+
+
 def compare_banks(detector: Path, phase: Path) -> None:
     """Label counts of two train.py record caches made with labels=detector and labels=phase."""
     a, b = (np.load(f, allow_pickle=True)["p"] for f in (detector, phase))
@@ -47,10 +56,7 @@ def compare_banks(detector: Path, phase: Path) -> None:
     differ = empty = 0
     for pa, pb in zip(a, b):
         pa, pb = np.asarray(pa), np.asarray(pb)
-        same = int(np.isin(pa, pb).sum())
-        det_only = sum(1 for q in pa if not len(pb) or np.min(np.abs(pb - q)) > ev.TOL)
-        phase_only = sum(1 for q in pb if not len(pa) or np.min(np.abs(pa - q)) > ev.TOL)
-        c = np.array([same, len(pa) - same - det_only, det_only, phase_only])
+        c, _ = label_counts(pa, pb)
         counts += c
         differ += int(c[1:].any())
         empty += int(len(pa) == 0 and len(pb) > 0)
@@ -86,12 +92,7 @@ def main() -> None:
             n = len(x)
             a = pd[(pd >= ecgsim.RATE) & (pd < n - ecgsim.RATE)]
             b = p[(p >= ecgsim.RATE) & (p < n - ecgsim.RATE)]
-            same = np.isin(a, b)
-            dist = np.array([np.min(np.abs(b - q)) if len(b) else n for q in a], dtype=int)
-            moved = ~same & (dist <= ev.TOL)
-            det_only = a[dist > ev.TOL]
-            phase_only = [q for q in b if not len(a) or np.min(np.abs(a - q)) > ev.TOL]
-            c = np.array([same.sum(), moved.sum(), len(det_only), len(phase_only)])
+            c, det_only = label_counts(a, b)
             counts += c
             if c[1:].any():
                 line = (f"  record {i}: {len(a)} detector labels, {len(b)} phase labels; moved {c[1]}, "
