@@ -63,7 +63,7 @@ def probabilities(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
 
 def pick_beats(p: np.ndarray, guard: int = 0, guard_threshold: float = THRESHOLD, guard_ratio: float = 0.0,
                guard_rr: float = 0.0, refractory_rr: float = REFRACTORY_RR,
-               refractory_max: int = REFRACTORY_MAX) -> np.ndarray:
+               refractory_max: int = REFRACTORY_MAX, refractory_stat: str = "mean") -> np.ndarray:
     """Beats (sample indices, moved DELAY back) from per-sample probabilities: one candidate per run of
     probabilities >= THRESHOLD, at the run's maximum; a candidate closer than the refractory period to the previous
     beat replaces it if more probable, else is dropped.
@@ -92,7 +92,7 @@ def pick_beats(p: np.ndarray, guard: int = 0, guard_threshold: float = THRESHOLD
         while j < n and above[j]:
             j += 1
         k = i + int(np.argmax(p[i:j]))
-        if beats and k - beats[-1] < refractory_window(beats, refractory_rr, refractory_max):
+        if beats and k - beats[-1] < refractory_window(beats, refractory_rr, refractory_max, refractory_stat):
             if p[k] > p[beats[-1]]:
                 beats[-1] = k
         elif beats and k - beats[-1] < guard_window(beats, guard, guard_rr) and (
@@ -107,15 +107,18 @@ def pick_beats(p: np.ndarray, guard: int = 0, guard_threshold: float = THRESHOLD
     return b[b >= 0]
 
 
-def refractory_window(beats: list[int], refractory_rr: float, refractory_max: int) -> float:
+def refractory_window(beats: list[int], refractory_rr: float, refractory_max: int, stat: str = "mean") -> float:
     """The refractory period after beats[-1]: REFRACTORY, or with refractory_rr > 0 and an interval to go by,
-    refractory_rr x the mean of the last (up to 8) intervals between beats, clamped to [REFRACTORY,
-    refractory_max]."""
+    refractory_rr x the mean (stat="median": the median) of the last (up to 8) intervals between beats, clamped to
+    [REFRACTORY, refractory_max]."""
     if refractory_rr <= 0 or len(beats) < 2:
         return REFRACTORY
     recent = beats[-9:]
-    mean_rr = (recent[-1] - recent[0]) / (len(recent) - 1)
-    return min(max(refractory_rr * mean_rr, REFRACTORY), max(refractory_max, REFRACTORY))
+    if stat == "median":
+        rr = float(np.median(np.diff(recent)))
+    else:
+        rr = (recent[-1] - recent[0]) / (len(recent) - 1)
+    return min(max(refractory_rr * rr, REFRACTORY), max(refractory_max, REFRACTORY))
 
 
 def guard_window(beats: list[int], guard: int, guard_rr: float) -> float:

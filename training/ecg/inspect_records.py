@@ -4,11 +4,14 @@
     training/work/venv/bin/python training/ecg/inspect_records.py [set=confirmation] [records=2,22] \
         [model=models/ecg_beats.onnx]
 
-For each record of evaluate.py's set (first, confirmation or third) it prints the heart rate and ECGSYN's P/Q/R/S/T
-amplitudes (ai) and widths (bi) that ecgsim.clean_record drew, the local extrema of the median clean beat around
-the labelled R peaks (ms from the label, height relative to the R), and the offsets of the model's beats that lie
-more than 50 ms from every label (evaluate.py's own peak picking), with the time of each and the refractory period
-the picker held when it came. The records are the ones metrics.json scores.
+For each record of evaluate.py's set (first, confirmation or third, or SEED for the 40 records threshold_sweep.py's
+seeds=SEED makes) it prints the heart rate and ECGSYN's P/Q/R/S/T amplitudes (ai) and widths (bi) that
+ecgsim.clean_record drew, the local extrema of the median clean beat around the labelled R peaks (ms from the
+label, height relative to the R), and the offsets of the model's beats that lie more than 50 ms from every label
+(evaluate.py's own peak picking), with the time of each and the refractory period the picker held when it came.
+Then the labels with no beat within 50 ms, outside the first and last second (which are not scored): the time of
+each, the highest probability the model gave within 10 samples of where it should report it, and the offsets of the
+beats within 500 ms of it. The records are the ones metrics.json (or threshold_sweep.py) scores.
 """
 from __future__ import annotations
 
@@ -32,12 +35,13 @@ def main() -> None:
     for a in sys.argv[1:]:
         key, eq, value = a.partition("=")
         if not eq or not value or key not in ("set", "records", "model"):
-            sys.exit(f"inspect_records.py: bad argument {a!r}; options: set=first|confirmation|third "
+            sys.exit(f"inspect_records.py: bad argument {a!r}; options: set=first|confirmation|third|SEED "
                      "records=N,N model=PATH")
         args[key] = value
     name = args.get("set", "confirmation")
-    if name not in SETS:
-        sys.exit(f"inspect_records.py: set={name!r}: one of {', '.join(SETS)}")
+    if name not in SETS and not name.isdigit():
+        sys.exit(f"inspect_records.py: set={name!r}: one of {', '.join(SETS)}, or a seed (digits)")
+    seed = SETS[name] if name in SETS else int(name)
     try:
         wanted = sorted({int(v) for v in args.get("records", "2,22").split(",")})
     except ValueError:
@@ -58,7 +62,7 @@ def main() -> None:
 
     ecgsim.nk.ecg_simulate = recording
     # the same draws as evaluate.simulated_records, keeping each clean record as well
-    rng = np.random.default_rng(SETS[name])
+    rng = np.random.default_rng(seed)
     for i in range(max(wanted) + 1):
         clean, p0 = ecgsim.clean_record(rng, 60, version=2, labels="phase")
         x, p = ecgsim.add_pvcs(rng, clean, p0, version=2)
@@ -86,6 +90,16 @@ def main() -> None:
                  f"{ev.refractory_window(list(det[:k]), ev.REFRACTORY_RR, ev.REFRACTORY_MAX) / ecgsim.RATE * 1000:.0f} ms)"
                  for k in range(len(det)) if abs(off[k]) > ev.TOL / ecgsim.RATE * 1000]
         print(f"  far beats in time order (time, offset from the nearest label, refractory period): {', '.join(lines)}")
+        q = ev.probabilities(sess, y)
+        missed = []
+        for r in p:  # the first and last second are not scored (evaluate.match_record)
+            if r < ecgsim.RATE or r >= len(y) - ecgsim.RATE or (len(det) and np.min(np.abs(det - r)) <= ev.TOL):
+                continue
+            top = q[max(r + ev.DELAY - 10, 0):r + ev.DELAY + 11].max(initial=0.0)
+            near = det[np.abs(det - r) < ecgsim.RATE // 2] - r if len(det) else det
+            missed.append(f"{r / ecgsim.RATE:.1f} s (p {top:.2f}, beats within 500 ms: "
+                          f"{(near / ecgsim.RATE * 1000).round().astype(int).tolist()} ms)")
+        print(f"  missed labels: {', '.join(missed) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 """Sensitivity and PPV of ECG beat models over a range of peak-picking thresholds, on the records of evaluate.py.
 
     training/work/venv/bin/python training/ecg/threshold_sweep.py MODEL[:DELAY] ... \
-        [thresholds=0.2,0.3,0.4,0.5,0.6,0.7] [refractory=200,0.25:300,...] [seeds=N,...] \
+        [thresholds=0.2,0.3,0.4,0.5,0.6,0.7] [refractory=200,0.25:300,0.3:300:median,...] [seeds=N,...] \
         [out=training/ecg/work/threshold_sweep.json]
 
 Each MODEL is an ONNX file with evaluate.py's signature (input `ecg`, output `beat`, receptive field 1023); DELAY
@@ -10,10 +10,10 @@ is the samples it reports a beat late (default 72). evaluate.py's three simulate
 third; `seeds=` adds sets of 40 records made the same way from other seeds) and the MIT-BIH 208 excerpt are made
 once and scored for every model, threshold and refractory period with evaluate.py's own peak picking and matching
 (50 ms). `refractory=` is a list of whole ms, or F:MAX_MS for F x the recent mean RR interval within 200 ms-MAX_MS
-(default 0.3:300, evaluate.py's and the stages'; 200 is the fixed period used until 2026-12-07). The JSON keeps the
-per-record counts as well, so that the records a model misses at one setting can be looked up at another, each
-record's R amplitude (mV above its median) and each model's median peak probability per record; records where that
-median is under 0.5 are printed. evaluate.py sets the portable numerics before numpy loads; importing it first
+(F:MAX_MS:median for the median interval; default 0.3:300, evaluate.py's and the stages'; 200 is the fixed period
+used until 2026-12-07). The JSON keeps the per-record counts as well, so that the records a model misses at one
+setting can be looked up at another, each record's R amplitude (mV above its median) and each model's median peak
+probability per record; records where that median is under 0.5 are printed. evaluate.py sets the portable numerics before numpy loads; importing it first
 keeps these records identical to the ones its metrics come from (the printed records_sha256 are those of
 metrics.json).
 """
@@ -34,7 +34,7 @@ import soundfile as sf  # noqa: E402
 
 import ecgsim  # noqa: E402
 
-USAGE = ("usage: threshold_sweep.py MODEL[:DELAY] ... [thresholds=T,T,...] [refractory=MS|F:MAX_MS,...] "
+USAGE = ("usage: threshold_sweep.py MODEL[:DELAY] ... [thresholds=T,T,...] [refractory=MS|F:MAX_MS[:median],...] "
          "[seeds=N,...] [out=PATH]")
 
 
@@ -55,20 +55,22 @@ def peak_probability(q: np.ndarray, p: np.ndarray, delay: int, n: int) -> float:
     return float(np.median(tops)) if tops else 0.0
 
 
-def refractory_setting(text: str) -> tuple[str, int, float, int]:
-    """A `refractory=` entry: "MS" (a fixed period) or "F:MAX_MS" (F x the recent mean RR interval, between 200 ms
-    and MAX_MS; evaluate.pick_beats' refractory_rr and refractory_max) -> (label, fixed samples, F, max samples)."""
-    f, colon, top = text.partition(":")
+def refractory_setting(text: str) -> tuple[str, int, float, int, str]:
+    """A `refractory=` entry: "MS" (a fixed period) or "F:MAX_MS[:median]" (F x the recent mean, or median, RR
+    interval, between 200 ms and MAX_MS; evaluate.pick_beats' refractory_rr, refractory_max and refractory_stat)
+    -> (label, fixed samples, F, max samples, statistic)."""
+    f, colon, rest = text.partition(":")
+    top, _, stat = rest.partition(":")
     ms_to_samples = ecgsim.RATE / 1000
     if colon:
         rr, top_ms = float(f), int(top)
-        if not (0 < rr < 1 and 200 <= top_ms <= 1000):
+        if not (0 < rr < 1 and 200 <= top_ms <= 1000) or stat not in ("", "mean", "median"):
             raise ValueError(text)
-        return text, int(200 * ms_to_samples), rr, int(top_ms * ms_to_samples)
+        return text, int(200 * ms_to_samples), rr, int(top_ms * ms_to_samples), stat or "mean"
     ms = int(f)
     if not 50 <= ms <= 1000:
         raise ValueError(text)
-    return text, int(ms * ms_to_samples), 0.0, 0
+    return text, int(ms * ms_to_samples), 0.0, 0, "mean"
 
 
 def main() -> None:
@@ -145,9 +147,9 @@ def main() -> None:
                                              for q, (y, p) in zip(probs[name], recs)]
                                       for name, recs in sets.items()}}
         entry["by_refractory"] = {}
-        for label, fixed, rr, top in refractories:
+        for label, fixed, rr, top, stat in refractories:
             ev.REFRACTORY = fixed
-            pick = functools.partial(ev.pick_beats, refractory_rr=rr, refractory_max=top)
+            pick = functools.partial(ev.pick_beats, refractory_rr=rr, refractory_max=top, refractory_stat=stat)
             by_t = entry["by_refractory"].setdefault(label, {})
             for t in thresholds:
                 ev.THRESHOLD = t
