@@ -13,9 +13,9 @@ once and scored for every model, threshold and refractory period with evaluate.p
 (F:MAX_MS:median for the median interval; default 0.3:300, evaluate.py's and the stages'; 200 is the fixed period
 used until 2026-12-07). The JSON keeps the per-record counts as well, so that the records a model misses at one
 setting can be looked up at another, each record's R amplitude (mV above its median) and each model's median peak
-probability per record; records where that median is under 0.5 are printed. evaluate.py sets the portable numerics before numpy loads; importing it first
-keeps these records identical to the ones its metrics come from (the printed records_sha256 are those of
-metrics.json).
+probability per record; records where that median is under 0.5 are printed. evaluate.py sets the portable numerics
+before numpy loads; importing it first keeps these records identical to the ones its metrics come from (the printed
+records_sha256 are those of metrics.json).
 """
 from __future__ import annotations
 
