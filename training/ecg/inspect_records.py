@@ -80,7 +80,8 @@ def main() -> None:
         ext = [(round((j - HALF) / ecgsim.RATE * 1000), round(float(m[j]), 2)) for j in range(1, 2 * HALF)
                if (m[j] > m[j - 1] and m[j] >= m[j + 1]) or (m[j] < m[j - 1] and m[j] <= m[j + 1])]
         print(f"  median clean beat, extrema (ms from the label, height / R): {ext}")
-        det = np.asarray(ev.pick_beats(ev.probabilities(sess, y)))
+        q = ev.probabilities(sess, y)
+        det = np.asarray(ev.pick_beats(q))
         off = np.array([d - p[np.argmin(np.abs(p - d))] for d in det]) / ecgsim.RATE * 1000
         far = np.sort(off[np.abs(off) > ev.TOL / ecgsim.RATE * 1000]).round().astype(int).tolist()
         print(f"  {len(p)} labels, {len(det)} beats; beats more than 50 ms from every label, ms: {far}")
@@ -90,7 +91,6 @@ def main() -> None:
                  f"{ev.refractory_window(list(det[:k]), ev.REFRACTORY_RR, ev.REFRACTORY_MAX) / ecgsim.RATE * 1000:.0f} ms)"
                  for k in range(len(det)) if abs(off[k]) > ev.TOL / ecgsim.RATE * 1000]
         print(f"  far beats in time order (time, offset from the nearest label, refractory period): {', '.join(lines)}")
-        q = ev.probabilities(sess, y)
         missed = []
         for r in p:  # the first and last second are not scored (evaluate.match_record)
             if r < ecgsim.RATE or r >= len(y) - ecgsim.RATE or (len(det) and np.min(np.abs(det - r)) <= ev.TOL):
