@@ -92,7 +92,7 @@ def main() -> None:
             try:
                 refractories = [refractory_setting(r) for r in value.split(",")]
             except ValueError:
-                sys.exit(f"threshold_sweep.py: refractory={value!r}: each entry must be MS or F:MAX_MS; {USAGE}")
+                sys.exit(f"threshold_sweep.py: refractory={value!r}: each entry must be MS, F:MAX_MS or F:MAX_MS:median; {USAGE}")
         elif eq and key == "seeds":
             try:
                 extra_seeds = [int(v) for v in value.split(",")]
