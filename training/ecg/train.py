@@ -60,9 +60,11 @@ T_REGION = (0.10, 0.45)  # s after an R peak counted as its T-wave region (stops
 LOC_WEIGHT = 0.0  # weight of the localisation loss (0: off; see beat_windows)
 LOC_SPAN = 0.25  # s either side of an R peak among which the localisation loss asks the R's outputs to stand out
 RECORDS = 300  # simulated clean records of 60 s in the training bank
+FOCUS = 0.0  # share of the training windows drawn from records in proportion to the sqrt of their recent loss
+FOCUS_EMA = 0.5  # weight of a window's loss in its record's running loss (focus > 0 only)
 STEPS = 4200  # optimiser steps of BATCH windows
 OPTIONS = ("channels", "mix", "high_noise_share", "pvc_windows", "sim", "records", "steps", "t_weight", "t_share",
-           "delay", "levels", "window", "pvcs", "seed", "gain", "portable", "loc_weight", "labels", "out")
+           "delay", "levels", "window", "pvcs", "seed", "gain", "portable", "loc_weight", "labels", "focus", "out")
 
 
 class CausalConv(nn.Module):
@@ -116,11 +118,15 @@ def make_bank(rng: np.random.Generator, records: int, seconds: float, labels: st
     return bank
 
 
-def sample_batch(rng, bank, batch: int, t_rng=None):
-    """`t_rng`: the own generator of simulator v4's T-wave reshaping (used only when SIM >= 4)."""
-    xs, ys, ws, beats = [], [], [], []
+def sample_batch(rng, bank, batch: int, t_rng=None, focus=None):
+    """`t_rng`: the own generator of simulator v4's T-wave reshaping (used only when SIM >= 4). `focus`: the
+    records' running losses (RecordFocus) when a share of the windows is drawn by loss (focus=), else None. Returns
+    the records drawn as well."""
+    xs, ys, ws, beats, drawn = [], [], [], [], []
     for i in range(batch):
-        x, p = bank[rng.integers(len(bank))]
+        r = focus.draw(rng) if focus is not None else int(rng.integers(len(bank)))
+        drawn.append(r)
+        x, p = bank[r]
         a = int(rng.integers(0, len(x) - WINDOW))
         pk = p[(p >= a) & (p < a + WINDOW)] - a
         seg = x[a:a + WINDOW]
@@ -139,7 +145,33 @@ def sample_batch(rng, bank, batch: int, t_rng=None):
             beats.append(beat_windows(pk, i))
     loc = beat_index(np.concatenate(beats)) if beats else None
     return (torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None]),
-            torch.from_numpy(np.stack(ws)[:, None]), loc)
+            torch.from_numpy(np.stack(ws)[:, None]), loc, drawn)
+
+
+class RecordFocus:
+    """Hard-record sampling: a share FOCUS of the training windows comes from a record drawn with probability
+    proportional to the square root of its running loss, the rest uniformly. A record's running loss starts at
+    `start` (above any loss seen after the first steps, so every record is visited early) and moves by FOCUS_EMA
+    towards the mean loss of each window drawn from it. The square root keeps a few records with loss that cannot
+    be learned away (ambiguous complexes) from taking most of the focused draws."""
+
+    def __init__(self, records: int, share: float, start: float = 2.0):
+        self.loss = np.full(records, start)
+        self.share = share
+        self.count = np.zeros(records, dtype=np.int64)
+
+    def draw(self, rng) -> int:
+        if rng.random() < self.share:
+            w = np.sqrt(self.loss)
+            r = int(rng.choice(len(w), p=w / w.sum()))
+        else:
+            r = int(rng.integers(len(self.loss)))
+        self.count[r] += 1
+        return r
+
+    def update(self, drawn: list[int], row_loss: np.ndarray) -> None:
+        for r, v in zip(drawn, row_loss):
+            self.loss[r] += FOCUS_EMA * (float(v) - self.loss[r])
 
 
 def beat_windows(peaks: np.ndarray, row: int) -> np.ndarray:
@@ -221,14 +253,15 @@ def main() -> None:
             sys.exit(f"train.py: bad argument {a!r}; options are key=value with key in {', '.join(OPTIONS)}")
         args[key] = value
     for key, value in args.items():
-        number = float if key in ("high_noise_share", "pvc_windows", "t_weight", "t_share", "loc_weight") else int
+        number = float if key in ("high_noise_share", "pvc_windows", "t_weight", "t_share", "loc_weight",
+                                  "focus") else int
         if key not in ("out", "gain", "labels"):
             try:
                 number(value)
             except ValueError:
                 sys.exit(f"train.py: {key}={value!r}: not {'a number' if number is float else 'an integer'}")
     global CHANNELS, MIX, HIGH_NOISE_SHARE, PVC_WINDOWS, SIM, T_WEIGHT, T_SHARE  # overridable for experiments
-    global DELAY, DILATIONS, RECEPTIVE_FIELD, WINDOW, PVCS, LOG_GAIN, LOC_WEIGHT
+    global DELAY, DILATIONS, RECEPTIVE_FIELD, WINDOW, PVCS, LOG_GAIN, LOC_WEIGHT, FOCUS
     if "gain" in args:  # gain=LOW,HIGH: log-uniform gain of the training windows
         try:
             lo, hi = (float(v) for v in args["gain"].split(","))
@@ -272,6 +305,9 @@ def main() -> None:
     LOC_WEIGHT = float(args.get("loc_weight", LOC_WEIGHT))
     if LOC_WEIGHT < 0:
         sys.exit(f"train.py: loc_weight={LOC_WEIGHT}: must be >= 0")
+    FOCUS = float(args.get("focus", FOCUS))
+    if not 0 <= FOCUS <= 1:
+        sys.exit(f"train.py: focus={FOCUS}: must be in [0, 1] (share of windows drawn by their record's loss)")
     records = int(args.get("records", RECORDS))
     # seed= redraws the initial weights and the training windows with their T-wave reshaping; the simulated
     # records stay those of seed 0 (so the cache is shared), and seed 0, the default, is the bundled model's run
@@ -311,17 +347,25 @@ def main() -> None:
           + (f", reshaped T-wave share {T_SHARE}" if SIM >= 4 else "")
           + (f", gain log-uniform {LOG_GAIN[0]}-{LOG_GAIN[1]}" if LOG_GAIN else ", gain uniform 0.3-3")
           + (", portable numerics" if "_portable" in suffix else "") + (", phase labels" if labels == "phase" else "")
-          + (f", localisation loss weight {LOC_WEIGHT}" if LOC_WEIGHT > 0 else ""))
+          + (f", localisation loss weight {LOC_WEIGHT}" if LOC_WEIGHT > 0 else "")
+          + (f", hard-record share {FOCUS}" if FOCUS > 0 else ""))
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     steps = int(args.get("steps", STEPS))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     lossf = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(8.0))
     model.train()
+    # focus=0 draws exactly the records and windows of before (no RecordFocus, no extra random numbers)
+    focus = RecordFocus(len(bank), FOCUS) if FOCUS > 0 else None
     for step in range(steps):
-        x, y, w, loc = sample_batch(rng, bank, BATCH, t_rng)
+        x, y, w, loc, drawn = sample_batch(rng, bank, BATCH, t_rng, focus)
         z = model.logits(x)
-        if T_WEIGHT == 1.0:
+        if focus is not None:  # the same loss, kept per window for the records' running losses
+            per = nn.functional.binary_cross_entropy_with_logits(
+                z, y, weight=None if T_WEIGHT == 1.0 else w, pos_weight=lossf.pos_weight, reduction="none")
+            loss = per.mean()
+            focus.update(drawn, per.detach().mean(dim=(1, 2)).numpy())
+        elif T_WEIGHT == 1.0:
             loss = lossf(z, y)
         else:
             loss = nn.functional.binary_cross_entropy_with_logits(z, y, weight=w, pos_weight=lossf.pos_weight)
@@ -335,12 +379,18 @@ def main() -> None:
         if step % 50 == 0 or step == steps - 1:
             extra = f" (localisation {loc_loss.item():.4f})" if loc is not None else ""
             print(f"step {step} loss {loss.item():.4f}{extra} ({time.time() - t0:.0f} s)", flush=True)
+    if focus is not None:  # which records the focused draws went to
+        top = np.argsort(-focus.loss)[:15]
+        print("hardest records (index: running loss, windows drawn): "
+              + ", ".join(f"{int(r)}: {focus.loss[r]:.4f}, {int(focus.count[r])}" for r in top)
+              + f"; median running loss {np.median(focus.loss):.4f}, windows per record median "
+              f"{int(np.median(focus.count))}, max {int(focus.count.max())}", flush=True)
     out = Path(args.get("out", ROOT / "models" / "ecg_beats.onnx"))
     export(model, out)
     meta = {"rate": ecgsim.RATE, "delay": DELAY, "receptive_field": RECEPTIVE_FIELD, "channels": CHANNELS, "mix": MIX,
             "dilations": list(DILATIONS), "window": WINDOW, "steps": steps, "batch": BATCH, "records": records,
             "high_noise_share": HIGH_NOISE_SHARE, "pvc_windows": PVC_WINDOWS, "sim": SIM, "pvcs": PVCS,
-            "t_weight": T_WEIGHT, "loc_weight": LOC_WEIGHT, "seed": seed, "log_gain": LOG_GAIN, "portable": "_portable" in suffix, "labels": labels, **({"t_share": T_SHARE} if SIM >= 4 else {}),
+            "t_weight": T_WEIGHT, "loc_weight": LOC_WEIGHT, "focus": FOCUS, "seed": seed, "log_gain": LOG_GAIN, "portable": "_portable" in suffix, "labels": labels, **({"t_share": T_SHARE} if SIM >= 4 else {}),
             "parameters": sum(p.numel() for p in model.parameters()),
             "train_seconds": round(time.time() - t0)}
     (WORK / "train_meta.json").write_text(json.dumps(meta, indent=1))
