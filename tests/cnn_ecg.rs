@@ -1,7 +1,8 @@
 //! The ECG beat detector (`models/ecg_beats.onnx`) in the `cnn` stage (`events = "beats"`), on the bundled MIT-BIH
 //! record 208 excerpt: exact streaming equals full-window mode (per-sample probabilities and beats), and the beats
 //! equal those of the Python evaluation (training/ecg/evaluate.py wrote training/ecg/mitbih208_reference_beats.json;
-//! tests/onnx_ecg.rs checks the `onnx` stage against the same list) sample for sample. No ONNX Runtime needed.
+//! tests/onnx_ecg.rs checks the `onnx` stage against the same list sample for sample) to within one sample where
+//! the two implementations' probabilities tie (see `assert_matches_python`). No ONNX Runtime needed.
 
 use serde_json::Value;
 use sigflow::config::{ConfigFile, StageConfig};
@@ -83,6 +84,33 @@ fn series(events: &[Event]) -> Vec<f32> {
         .collect()
 }
 
+/// The stage's beats against the Python evaluation's: the same number, each at the same sample or one sample off,
+/// and at most 3 of them off. The Python beats come from ONNX Runtime's probabilities, the stage's from sigflow's own
+/// kernels, which sum in another order; where the model's output saturates, two neighbouring samples can hold
+/// probabilities within f32 rounding of each other (0.9999954 and 0.99999547 for R peaks at samples 43,871 and
+/// 43,872 of this record), and
+/// the maximum of the run may then fall on either. The picking itself is compared exactly, on the same
+/// probabilities, in tests/ecg_refractory.rs.
+fn assert_matches_python(got: &[u64], want: &[u64]) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "the cnn stage finds {} beats, the Python evaluation {}",
+        got.len(),
+        want.len()
+    );
+    let off: Vec<(u64, u64)> = got
+        .iter()
+        .zip(want)
+        .filter(|(g, w)| g != w)
+        .map(|(g, w)| (*g, *w))
+        .collect();
+    assert!(
+        off.iter().all(|(g, w)| g.abs_diff(*w) <= 1) && off.len() <= 3,
+        "the cnn stage's beats differ from the Python evaluation's (stage, Python): {off:?}"
+    );
+}
+
 const STAGE: &str =
     "window = 1080\nhop = 36\nthreshold = 0.5\ndelay = 72\nrefractory = \"200ms\"\n\
                      brady-bpm = 30\ntachy-bpm = 220\n";
@@ -95,10 +123,7 @@ fn beats_equal_the_python_evaluation() {
     let samples: Vec<u64> = got.iter().map(|b| b.0).collect();
     let want = python_beats();
     assert!(want.len() > 400);
-    assert_eq!(
-        samples, want,
-        "the cnn stage's beats differ from the Python evaluation's"
-    );
+    assert_matches_python(&samples, &want);
     // RR and heart rate follow from consecutive beats
     assert_eq!(got[0].2, None);
     for w in got.windows(2) {
@@ -252,5 +277,5 @@ fn ecg_monitor_config_prints_beats_with_heart_rate() {
             samples.push(v["sample"].as_u64().expect("sample"));
         }
     }
-    assert_eq!(samples, python_beats());
+    assert_matches_python(&samples, &python_beats());
 }

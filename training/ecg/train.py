@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Train the ECG beat detector and export models/ecg_beats.onnx.
 
-    nice -n 10 training/work/venv/bin/python training/ecg/train.py     # 4200 steps x 16 windows, ~31 min
+    training/work/venv/bin/python training/ecg/train.py delay=72 seed=0 gain=0.2,4 portable=1 records=900 \
+        labels=phase focus=0.5        # the bundled model's run: 4200 steps x 16 windows, ~16 min on 2 cores
 
 The model is a causal, fully convolutional 1-D CNN over the raw lead in mV at 360 Hz: input [1, 1, T], output
 [1, 1, T], the probability that an R peak happened DELAY (72) samples, 200 ms, earlier. Dilated causal convolutions
@@ -9,12 +10,13 @@ The model is a causal, fully convolutional 1-D CNN over the raw lead in mV at 36
 streaming engine reproduces the full-window output exactly. Training data: 300 simulated clean records of 60 s with
 exact labels (ecgsim.py), freshly augmented for every window: simulator v4 (half of the windows get reshaped T waves),
 PVCs drawn as v2 or v3 per window, and a 4x loss weight on T-wave regions. Seeds are fixed; see requirements.txt for
-the pinned versions. The options below are for experiments; without them the run reproduces the bundled model (on
-the kind of machine it was made on: see models/ecg_beats.md, *Reproducibility across machines*). portable=1 makes
-the simulated records and augmentation with evaluate.py's CPU-independent numerics (portable.py; its own record
-cache), so that they are the same on every x86-64 machine; PyTorch's numerics still depend on the CPU. The bundled
-model was trained without it. labels=phase takes the clean records' R peaks from ECGSYN's phase, as evaluate.py
-does since 2026-12-07, instead of the detector's (its own record cache as well).
+the pinned versions. Without options the run is the recipe of the model bundled until 2026-12-08 (300 records, on
+the kind of machine it was made on: see models/ecg_beats.md, *Reproducibility across machines*); the bundled model
+now comes from the command above. portable=1 makes the simulated records and augmentation with evaluate.py's
+CPU-independent numerics (portable.py; its own record cache), so that they are the same on every x86-64 machine;
+PyTorch's numerics still depend on the CPU. labels=phase takes the clean records' R peaks from ECGSYN's phase, as
+evaluate.py does since 2026-12-07, instead of the detector's (its own record cache as well). focus=F draws a share F
+of the windows from records weighted by the square root of their running loss (RecordFocus).
 """
 from __future__ import annotations
 
