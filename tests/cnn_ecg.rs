@@ -88,9 +88,8 @@ fn series(events: &[Event]) -> Vec<f32> {
 /// and at most 3 of them off. The Python beats come from ONNX Runtime's probabilities, the stage's from sigflow's own
 /// kernels, which sum in another order; where the model's output saturates, two neighbouring samples can hold
 /// probabilities within f32 rounding of each other (0.9999954 and 0.99999547 for R peaks at samples 43,871 and
-/// 43,872 of this record), and
-/// the maximum of the run may then fall on either. The picking itself is compared exactly, on the same
-/// probabilities, in tests/ecg_refractory.rs.
+/// 43,872 of this record), and the maximum of the run may then fall on either. The picking itself is compared
+/// exactly, on the same probabilities, in tests/ecg_refractory.rs.
 fn assert_matches_python(got: &[u64], want: &[u64]) {
     assert_eq!(
         got.len(),
